@@ -283,7 +283,7 @@ class _Sandbox:
                 name,
                 f"trapped ({_trap_name(code)}) with its memory at the limit of {self.limits.memory_mib} MiB",
             )
-        return FeatureTrap(name, f"trapped: {_trap_name(code)}: {_first_line(exc)}")
+        return FeatureTrap(name, f"trapped ({_trap_name(code)}): {_trap_message(exc)}")
 
 
 def declared_manifest(data: bytes, *, limits: SandboxLimits | None = None, label: str = "<bytes>") -> Manifest:
@@ -564,6 +564,16 @@ class FeatureModule:
 
 def _trap_name(code: Any) -> str:
     return getattr(code, "name", str(code))
+
+
+def _trap_message(exc: wasmtime.Trap) -> str:
+    """The 'wasm trap: ...' line of a trap message, without the backtrace."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    for line in lines:
+        _, found, cause = line.partition("wasm trap:")
+        if found:
+            return cause.strip()
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,187 @@
+"""Hostile and broken modules: each gives its specific error quickly and leaves the host usable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flclient.features import (
+    FeatureAbiMismatch,
+    FeatureExportError,
+    FeatureImportError,
+    FeatureManifestError,
+    FeatureMemoryExhausted,
+    FeatureModule,
+    FeatureModuleInvalid,
+    FeatureOutOfFuel,
+    FeatureSandboxError,
+    FeatureTimeout,
+    FeatureTrap,
+    SandboxLimits,
+)
+
+from . import wat
+
+# extract bodies -----------------------------------------------------------------------------------
+INFINITE_LOOP = """
+  (func (export "flf1_extract") (param i32 i32) (result i32)
+    (loop $forever (br $forever))
+    (i32.const 0))"""
+
+TRAP = """
+  (func (export "flf1_extract") (param i32 i32) (result i32)
+    unreachable)"""
+
+OUT_OF_BOUNDS = """
+  (func (export "flf1_extract") (param i32 i32) (result i32)
+    (i32.store (i32.const -16) (i32.const 1))
+    (i32.const 0))"""
+
+# Grows memory one page at a time until the limit refuses, then gives up by trapping (like Rust's
+# handle_alloc_error).
+MEMORY_BOMB = """
+  (func (export "flf1_extract") (param i32 i32) (result i32)
+    (loop $more (br_if $more (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+    unreachable)"""
+
+BAD_ARGUMENT = """
+  (func (export "flf1_extract") (param i32 i32) (result i32)
+    (i32.const 1))"""
+
+UNKNOWN_STATUS = """
+  (func (export "flf1_extract") (param $n i32) (param $t i32) (result i32)
+    (memory.fill (i32.load offset=8 (local.get $t)) (i32.const 9) (local.get $n))
+    (i32.const 0))"""
+
+# Doubles x, but traps on the row whose x is exactly 13.0.
+TRAPS_ON_13 = wat.DOUBLER_EXTRACT.replace(
+    "(local.set $v (f64.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 3)))))",
+    "(local.set $v (f64.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 3)))))\n"
+    "      (if (f64.eq (local.get $v) (f64.const 13)) (then unreachable))",
+)
+
+X = {"x": np.array([1.0, 2.0, 3.0])}
+
+
+def _load(data: bytes, **limits: object) -> FeatureModule:
+    return FeatureModule.from_bytes(data, limits=SandboxLimits(**limits))  # type: ignore[arg-type]
+
+
+def _assert_healthy() -> None:
+    """A fresh, well-behaved module still works in this process."""
+    with _load(wat.doubler()) as fm:
+        assert fm.extract(X)["y"].tolist() == [2.0, 4.0, 6.0]
+
+
+def test_infinite_loop_runs_out_of_fuel() -> None:
+    with _load(wat.doubler(extract=INFINITE_LOOP), fuel_per_row=1000, fuel_base=100_000) as fm:
+        with pytest.raises(FeatureOutOfFuel, match="doubler.*fuel"):
+            fm.extract(X)
+        with pytest.raises(FeatureOutOfFuel):  # rebuilt instance, same verdict
+            fm.extract(X)
+    _assert_healthy()
+
+
+def test_infinite_loop_hits_the_wall_clock_deadline() -> None:
+    with _load(wat.doubler(extract=INFINITE_LOOP), fuel_per_row=None, timeout_ms=50) as fm:
+        with pytest.raises(FeatureTimeout, match="deadline of 50"):
+            fm.extract(X)
+    _assert_healthy()
+
+
+def test_memory_bomb_is_reported_as_memory_exhaustion() -> None:
+    with _load(wat.doubler(extract=MEMORY_BOMB), memory_mib=4) as fm:
+        with pytest.raises(FeatureMemoryExhausted, match="limit of 4 MiB"):
+            fm.extract(X)
+    _assert_healthy()
+
+
+def test_batch_too_big_for_the_memory_limit_fails_allocation_cleanly() -> None:
+    # 2 MiB limit, rows_per_call derived from it; forcing a larger batch makes flf1_alloc return 0.
+    with _load(wat.doubler(), memory_mib=2, batch_rows=1_000_000) as fm:
+        assert fm.rows_per_call < 1_000_000
+        n = fm.rows_per_call * 3 + 1
+        out = fm.extract({"x": np.ones(n)})  # streamed in chunks that fit
+        assert out["y"].shape == (n,) and np.all(out["y"] == 2.0)
+
+
+def test_trap_is_typed_and_the_instance_is_rebuilt() -> None:
+    with _load(wat.doubler(extract=TRAPS_ON_13)) as fm:
+        assert fm.extract({"x": np.array([1.0])})["y"].tolist() == [2.0]
+        with pytest.raises(FeatureTrap, match="unreachable"):
+            fm.extract({"x": np.array([1.0, 13.0])})
+        # The next call gets a fresh instance and works.
+        assert fm.extract({"x": np.array([4.0, 5.0])})["y"].tolist() == [8.0, 10.0]
+
+
+@pytest.mark.parametrize(("body", "match"), [(TRAP, "unreachable"), (OUT_OF_BOUNDS, "memory|bounds")])
+def test_traps(body: str, match: str) -> None:
+    with _load(wat.doubler(extract=body)) as fm, pytest.raises(FeatureTrap, match=match):
+        fm.extract(X)
+    _assert_healthy()
+
+
+def test_bad_batch_status_and_unknown_row_status_are_errors() -> None:
+    with _load(wat.doubler(extract=BAD_ARGUMENT)) as fm, pytest.raises(FeatureSandboxError, match="BAD_ARGUMENT"):
+        fm.extract(X)
+    with _load(wat.doubler(extract=UNKNOWN_STATUS)) as fm, pytest.raises(FeatureSandboxError, match="unknown row"):
+        fm.extract(X)
+
+
+def test_missing_export() -> None:
+    with pytest.raises(FeatureExportError, match="missing export 'flf1_extract'"):
+        _load(wat.doubler(omit=("flf1_extract",)))
+    with pytest.raises(FeatureExportError, match="missing memory export"):
+        _load(wat.doubler(omit=("memory",), extra="(memory 1)"))
+
+
+def test_wrong_export_type() -> None:
+    wrong = '(func (export "flf1_extract") (param i64 i32) (result i32) (i32.const 0))'
+    with pytest.raises(FeatureExportError, match=r"type \(i64, i32\) -> \(i32\), the ABI requires \(i32, i32\)"):
+        _load(wat.doubler(extract=wrong))
+
+
+def test_unexpected_imports_are_refused() -> None:
+    imports = '(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))'
+    with pytest.raises(FeatureImportError, match="wasi_snapshot_preview1.fd_write"):
+        _load(wat.doubler(imports=imports))
+
+
+def test_wrong_abi_version_in_code_and_in_manifest() -> None:
+    with pytest.raises(FeatureAbiMismatch, match="code speaks ABI 2"):
+        _load(wat.doubler(abi_version_body="(i32.const 2)"))
+    with pytest.raises(FeatureAbiMismatch, match="declares ABI version 2"):
+        _load(wat.doubler(code_manifest=wat.manifest(abi=2)))
+
+
+def test_manifest_that_lies_about_its_columns() -> None:
+    lie = wat.manifest(outputs=[{"name": "y", "dtype": "f32", "shape": [], "unit": "", "description": "twice x"}])
+    with pytest.raises(FeatureManifestError, match="disagrees with the module's code about its columns"):
+        _load(wat.doubler(embedded_manifest=lie))
+    renamed = wat.manifest(version="9.9.9")
+    with pytest.raises(FeatureManifestError, match="version='9.9.9'"):
+        _load(wat.doubler(embedded_manifest=renamed))
+
+
+def test_missing_or_malformed_manifest() -> None:
+    with pytest.raises(FeatureManifestError, match="featurec build"):
+        _load(wat.build(wat.doubler_wat(), embed=False))
+    bad = wat.manifest(inputs=[{"name": "Bad Name", "dtype": "f64"}])
+    with pytest.raises(FeatureManifestError, match="column name"):
+        _load(wat.doubler(embedded_manifest=bad))
+
+
+def test_not_wasm_at_all() -> None:
+    with pytest.raises(FeatureModuleInvalid, match="not a WebAssembly module"):
+        _load(b"#!/bin/sh\necho hello\n")
+
+
+def test_start_function_that_loops_is_stopped_at_load() -> None:
+    extra = '(func $start (loop $l (br $l))) (start $start)'
+    with pytest.raises(FeatureOutOfFuel):
+        _load(wat.doubler(extra=extra), fuel_base=100_000)
+
+
+def test_module_that_needs_more_memory_than_the_limit() -> None:
+    with pytest.raises(FeatureMemoryExhausted, match="memory limit of 1 MiB"):
+        _load(wat.doubler(memory_pages=64), memory_mib=1)
