@@ -89,6 +89,6 @@ class NativeFeatureLibrary:
         bad = status != RowStatus.OK
         result = {c.name: arr for c, arr in zip(self.manifest.outputs, outputs, strict=True)}
         for arr in result.values():
-            arr[bad] = 0
+            arr[bad] = np.zeros((), dtype=arr.dtype)
         result["status"] = status
         return result

@@ -4,4 +4,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
-exec .venv/bin/python -m flclient.demo "$@"
+exec .venv/bin/python scripts/demo.py "$@"

@@ -139,7 +139,7 @@ def write_columns(path: Path, columns: Sequence[Column], data: Mapping[str, np.n
         if col.dtype == "ascii":
             cells.append(np.char.decode(arr, "ascii").astype(object))
         else:
-            flat = arr.reshape(len(arr), -1)
+            flat = arr.reshape(len(arr), col.width)
             cells += [flat[:, i].astype(str).astype(object) for i in range(flat.shape[1])]
     header.append("status")
     cells.append(data["status"].astype(str).astype(object))

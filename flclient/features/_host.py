@@ -462,7 +462,7 @@ class FeatureModule:
             if int(status.max()) > _MAX_ROW_STATUS:
                 raise FeatureSandboxError(self.manifest.name, f"the module wrote unknown row status {status.max()}")
             for arr in outputs.values():
-                arr[bad] = 0  # the ABI promises zeros; do not trust the guest to keep it
+                arr[bad] = np.zeros((), dtype=arr.dtype)  # the ABI promises all-zero bytes; enforce it
         outputs["status"] = status
         return outputs
 

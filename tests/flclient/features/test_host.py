@@ -87,7 +87,9 @@ def column_sets(draw: st.DrawFn) -> list[Column]:
 def _column_data(col: Column, n: int) -> st.SearchStrategy[np.ndarray[Any, Any]]:
     if col.dtype == "ascii":
         text = st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=127), max_size=col.width)
-        return st.lists(text, min_size=n, max_size=n).map(lambda v: np.array([s.encode() for s in v], dtype=f"S{col.width}"))
+        return st.lists(text, min_size=n, max_size=n).map(
+            lambda v: np.array([s.encode() for s in v], dtype=f"S{col.width}")
+        )
     return hnp.arrays(col.element_dtype, (n, *col.shape))
 
 

@@ -177,7 +177,7 @@ def test_not_wasm_at_all() -> None:
 
 
 def test_start_function_that_loops_is_stopped_at_load() -> None:
-    extra = '(func $start (loop $l (br $l))) (start $start)'
+    extra = "(func $start (loop $l (br $l))) (start $start)"
     with pytest.raises(FeatureOutOfFuel):
         _load(wat.doubler(extra=extra), fuel_base=100_000)
 
