@@ -83,16 +83,16 @@ def test_infinite_loop_runs_out_of_fuel() -> None:
 
 
 def test_infinite_loop_hits_the_wall_clock_deadline() -> None:
-    with _load(wat.doubler(extract=INFINITE_LOOP), fuel_per_row=None, timeout_ms=50) as fm:
-        with pytest.raises(FeatureTimeout, match="deadline of 50"):
-            fm.extract(X)
+    fm = _load(wat.doubler(extract=INFINITE_LOOP), fuel_per_row=None, timeout_ms=50)
+    with fm, pytest.raises(FeatureTimeout, match="deadline of 50"):
+        fm.extract(X)
     _assert_healthy()
 
 
 def test_memory_bomb_is_reported_as_memory_exhaustion() -> None:
-    with _load(wat.doubler(extract=MEMORY_BOMB), memory_mib=4) as fm:
-        with pytest.raises(FeatureMemoryExhausted, match="limit of 4 MiB"):
-            fm.extract(X)
+    fm = _load(wat.doubler(extract=MEMORY_BOMB), memory_mib=4)
+    with fm, pytest.raises(FeatureMemoryExhausted, match="limit of 4 MiB"):
+        fm.extract(X)
     _assert_healthy()
 
 
