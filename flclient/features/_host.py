@@ -58,7 +58,7 @@ from ._abi import (
 )
 from ._cache import CompiledModuleCache
 from ._wasm_binary import WasmFormatError, custom_section
-from ._wasm_call import RawI32Func, memory_base, memory_size
+from ._wasm_call import RawI32Func, RawMemorySize, memory_base, memory_size
 
 __all__ = ["FeatureModule", "SandboxLimits", "declared_manifest"]
 
@@ -141,7 +141,12 @@ class _Instance:
     free: RawI32Func
     extract: RawI32Func
     exports: dict[str, wasmtime.Func]
+    memory_size: RawMemorySize
     buffers: list[_Buffer] = field(default_factory=list)
+    # Derived from buffers by _allocate(): (address, bytes per row) of each input column, and
+    # (address, bytes per row, element dtype, row shape) of each output column, in manifest order.
+    in_slots: list[tuple[int, int]] = field(default_factory=list)
+    out_slots: list[tuple[int, int, np.dtype[Any], tuple[int, ...]]] = field(default_factory=list)
     table_ptr: int = 0
     view: np.ndarray[Any, np.dtype[np.uint8]] | None = None
     view_len: int = -1
@@ -229,6 +234,7 @@ class _Sandbox:
             free=RawI32Func(store, typed[EXPORT_FREE], 2),
             extract=RawI32Func(store, typed[EXPORT_EXTRACT], 2),
             exports=typed,
+            memory_size=RawMemorySize(store, memory),
         )
         return self.instance
 
@@ -450,74 +456,67 @@ class FeatureModule:
         if self._closed:
             raise ValueError("this FeatureModule is closed")
         inputs, n = self._convert_inputs(columns)
-        outputs = {c.name: np.zeros((n, *c.row_shape), dtype=c.numpy_dtype) for c in self.manifest.outputs}
-        status = np.zeros(n, dtype=np.uint8)
+        outputs = [np.empty((n, *c.row_shape), dtype=c.numpy_dtype) for c in self.manifest.outputs]
+        status = np.empty(n, dtype=np.uint8)
         with self._lock:
             step = self._rows_per_call
-            for start in range(0, n, step) if n else ():
-                stop = min(n, start + step)
-                self._run_chunk(inputs, outputs, status, start, stop)
-        bad = status != RowStatus.OK
-        if bad.any():
+            for start in range(0, n, step):
+                self._run_chunk(inputs, outputs, status, start, min(n, start + step))
+        if n and status.any():
             if int(status.max()) > _MAX_ROW_STATUS:
                 raise FeatureSandboxError(self.manifest.name, f"the module wrote unknown row status {status.max()}")
-            for arr in outputs.values():
+            bad = np.flatnonzero(status)  # usually few rows: index them rather than mask every row
+            for arr in outputs:
                 arr[bad] = np.zeros((), dtype=arr.dtype)  # the ABI promises all-zero bytes; enforce it
-        outputs["status"] = status
-        return outputs
+        result = {c.name: arr for c, arr in zip(self.manifest.outputs, outputs, strict=True)}
+        result["status"] = status
+        return result
 
     def _convert_inputs(self, columns: Mapping[str, Any]) -> tuple[list[np.ndarray[Any, Any]], int]:
         name = self.manifest.name
-        missing = [c.name for c in self.manifest.inputs if c.name not in columns]
-        if missing:
+        try:
+            converted = [_convert_column(name, c, columns[c.name]) for c in self.manifest.inputs]
+        except KeyError:
+            missing = [c.name for c in self.manifest.inputs if c.name not in columns]
             raise FeatureInputError(
                 name,
                 f"missing input column(s) {missing}; the module needs {describe_columns(self.manifest.inputs)}",
-            )
-        converted = [_convert_column(name, c, columns[c.name]) for c in self.manifest.inputs]
-        lengths = {len(a) for a in converted}
-        if len(lengths) > 1:
+            ) from None
+        n = len(converted[0])
+        if any(len(a) != n for a in converted):
             sizes = {c.name: len(a) for c, a in zip(self.manifest.inputs, converted, strict=True)}
             raise FeatureInputError(name, f"input columns have different lengths: {sizes}")
-        return converted, lengths.pop()
+        return converted, n
 
     def _run_chunk(
         self,
         inputs: list[np.ndarray[Any, Any]],
-        outputs: dict[str, np.ndarray[Any, Any]],
+        outputs: list[np.ndarray[Any, Any]],
         status: np.ndarray[Any, Any],
         start: int,
         stop: int,
     ) -> None:
         m = stop - start
         sandbox = self._sandbox
-        inst = sandbox.get_instance()
+        inst = sandbox.instance or sandbox.get_instance()
         if not inst.buffers or inst.buffers[0].rows < m:
             self._allocate(inst, m)
         view = inst.view
-        if view is None or inst.view_len != memory_size(inst.store, inst.memory):
+        if view is None or inst.view_len != inst.memory_size():
             view = self._refresh_view(inst)
-        buffers = inst.buffers
-        for col, buf, arr in zip(self.manifest.inputs, buffers, inputs, strict=False):
-            nbytes = m * col.row_bytes
-            view[buf.ptr : buf.ptr + nbytes] = arr[start:stop].reshape(-1).view(np.uint8)
+        for (ptr, row_bytes), arr in zip(inst.in_slots, inputs, strict=True):
+            view[ptr : ptr + m * row_bytes] = arr[start:stop].reshape(-1).view(np.uint8)
         rc = sandbox.guarded(lambda: inst.extract(m, inst.table_ptr), rows=m)
         if rc != BatchStatus.OK:
             reason = BatchStatus(rc).name if rc in set(BatchStatus) else str(rc)
             raise sandbox.fail(FeatureSandboxError(self.manifest.name, f"flf1_extract returned batch status {reason}"))
-        if inst.view_len != memory_size(inst.store, inst.memory):
+        if inst.view_len != inst.memory_size():
             # The ABI forbids growing memory in extract; tolerate it, but re-derive the view.
             view = self._refresh_view(inst)
-        n_in = len(self.manifest.inputs)
-        for col, buf in zip(self.manifest.outputs, buffers[n_in:-1], strict=True):
-            raw = view[buf.ptr : buf.ptr + m * col.row_bytes]
-            out = outputs[col.name]
-            if col.dtype == "ascii":
-                out[start:stop] = raw.view(col.numpy_dtype)
-            else:
-                out[start:stop] = raw.view(col.element_dtype).reshape(m, *col.row_shape)
-        sbuf = buffers[-1]
-        status[start:stop] = view[sbuf.ptr : sbuf.ptr + m]
+        for (ptr, row_bytes, dtype, shape), out in zip(inst.out_slots, outputs, strict=True):
+            out[start:stop] = view[ptr : ptr + m * row_bytes].view(dtype).reshape(m, *shape)
+        sptr = inst.buffers[-1].ptr
+        status[start:stop] = view[sptr : sptr + m]
 
     def _allocate(self, inst: _Instance, rows: int) -> None:
         """(Re)allocate every column buffer for ``rows`` rows, then the pointer table."""
@@ -547,6 +546,12 @@ class FeatureModule:
             if inst.table_ptr == 0:
                 raise sandbox.fail(FeatureMemoryExhausted(name, "could not allocate the column table"))
         inst.memory.write(inst.store, table.tobytes(), inst.table_ptr)
+        n_in = len(self.manifest.inputs)
+        inst.in_slots = [(b.ptr, c.row_bytes) for b, c in zip(inst.buffers, self.manifest.inputs, strict=False)]
+        inst.out_slots = [
+            (b.ptr, c.row_bytes, c.numpy_dtype if c.dtype == "ascii" else c.element_dtype, c.row_shape)
+            for b, c in zip(inst.buffers[n_in:], self.manifest.outputs, strict=False)
+        ]
         self._refresh_view(inst)
 
     @staticmethod
@@ -623,6 +628,15 @@ def _manifest_difference(embedded: Manifest, declared: Manifest) -> str:
 
 def _convert_column(module: str, col: Column, values: Any) -> np.ndarray[Any, Any]:
     """Convert one input column to the manifest dtype without losing information."""
+    if (
+        type(values) is np.ndarray
+        and values.dtype == col.element_dtype
+        and values.shape[1:] == col.shape
+        and values.ndim == len(col.shape) + 1
+        and values.flags.c_contiguous
+        and col.dtype != "ascii"
+    ):
+        return values  # the common case: already right, no copy
     try:
         arr = np.asarray(values)
     except (ValueError, TypeError) as exc:

@@ -15,7 +15,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-__all__ = ["RawI32Func", "memory_base", "memory_size"]
+__all__ = ["RawI32Func", "RawMemorySize", "memory_base", "memory_size"]
 
 
 class RawI32Func:
@@ -40,6 +40,19 @@ class RawI32Func:
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
         return int(vals[0].i32)
+
+
+class RawMemorySize:
+    """``memory.data_len(store)`` without the per-call wrapper overhead (checked on every batch)."""
+
+    __slots__ = ("_context", "_memory")
+
+    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory) -> None:
+        self._context = store._context()
+        self._memory = ctypes.byref(memory._memory)
+
+    def __call__(self) -> int:
+        return int(ffi.wasmtime_memory_data_size(self._context, self._memory))
 
 
 def memory_base(store: wasmtime.Store, memory: wasmtime.Memory) -> int:
