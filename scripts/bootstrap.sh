@@ -24,7 +24,13 @@ fi
 stamp=".venv/.flclient-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    log=".venv/pip-install.log"
+    echo "installing Python dependencies into .venv (log: $log)" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e '.[dev]'; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "error: installing the Python dependencies failed; the full log is $log" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
