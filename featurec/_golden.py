@@ -53,7 +53,7 @@ def columns_to_json(columns: Sequence[Column], data: Mapping[str, np.ndarray[Any
         if col.dtype == "ascii":
             out[col.name] = [bytes(b).decode("ascii") for b in arr]
         elif col.element_dtype.kind == "f":
-            values = [[_float_to_json(float(x)) for x in row] for row in arr.reshape(len(arr), -1)]
+            values = [[_float_to_json(float(x)) for x in row] for row in arr.reshape(len(arr), col.width)]
             out[col.name] = [v if col.shape else v[0] for v in values]
         else:
             out[col.name] = arr.tolist()
