@@ -33,6 +33,7 @@ panic = "abort"
 lto = true
 codegen-units = 1
 opt-level = 3
+strip = true
 """
 
 _LIB_RS = """//! {name}: a feature module. Write the per-row logic in `row`; featurec does the rest.

@@ -77,7 +77,7 @@ class SandboxLimits:
     ``batch_rows`` caps rows per call; larger inputs are streamed in chunks.
     """
 
-    fuel_per_row: int | None = 100_000
+    fuel_per_row: int | None = 1_000_000
     fuel_base: int = 10_000_000
     timeout_ms: float | None = None
     memory_mib: int = 64
