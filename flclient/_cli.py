@@ -12,6 +12,7 @@ from . import _signing
 from ._errors import FLClientError
 from .features import FeatureModule, SandboxLimits
 from .features._columns_io import ColumnFileError, read_columns, write_columns
+from .gate._cli import add_gate_commands
 
 __all__ = ["main"]
 
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--sha256", default=None, help="refuse the module unless its sha256 is this")
     r.add_argument("--trusted-key", action="append", help="Ed25519 public key (PEM); requires MODULE.sig")
     r.set_defaults(func=_cmd_features_run)
+    add_gate_commands(sub)
     return p
 
 

@@ -18,11 +18,30 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
             ├── FeatureOutOfFuel          it used more than its instruction budget
             ├── FeatureTimeout            it ran past its wall-clock deadline
             └── FeatureMemoryExhausted    it needed more memory than its limit
+    └── UpdateError                       a model update could not be built, encoded, decoded or accounted
+        ├── UpdateInputError              the update itself is unusable (non-finite values, out of a codec's range)
+        ├── UpdateCodecError              an encoded payload is truncated, corrupted, oversized or of unknown format
+        └── PrivacyError                  the device's privacy accounting refuses or cannot proceed
+            ├── PrivacyBudgetExhausted    this round would exceed the configured (epsilon, delta) budget
+            └── PrivacyLedgerError        the ledger database cannot be opened, read or written
+    ├── FleetError                        talking to the coordinator (Flower's Fleet API) failed
+    │   ├── FleetUnavailable              network error, timeout or 5xx/429 after the retries ran out
+    │   ├── FleetAuthError                401: the SuperLink refused the node's signature or identity
+    │   ├── FleetRunNotRunning            403: the run is not running (finished, stopped): a stop signal
+    │   ├── FleetProtocolError            an answer that is not what the protocol says (content type, protobuf)
+    │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
+    ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
+    ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
+    └── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
+    └── GateError                         the participation gate could not be used
+        ├── PolicyError                   an eligibility policy or device profile is invalid (has .source)
+        └── RoundAbandoned                a may-continue check failed mid-round (has .reasons); nothing was sent
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DeviceConfigError",
     "FLClientError",
     "FeatureAbiMismatch",
     "FeatureError",
@@ -37,6 +56,9 @@ __all__ = [
     "FeatureSandboxError",
     "FeatureTimeout",
     "FeatureTrap",
+    "GateError",
+    "PolicyError",
+    "RoundAbandoned",
 ]
 
 
@@ -103,3 +125,105 @@ class FeatureTimeout(FeatureSandboxError):
 
 class FeatureMemoryExhausted(FeatureSandboxError):
     """The module needed more linear memory than its limit allows."""
+
+
+class GateError(FLClientError):
+    """The participation gate could not be used (a missing optional dependency, a bad simulation request)."""
+
+
+class PolicyError(GateError):
+    """An eligibility policy or device profile file is invalid; ``source`` names the file, ``str(err)`` says why."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class RoundAbandoned(GateError):
+    """A may-continue check failed during a round: the round stopped before anything was uploaded.
+
+    ``reasons`` holds the coarse reason codes (strings such as ``"power"`` or ``"thermal"``).
+    """
+
+    def __init__(self, reasons: tuple[str, ...]) -> None:
+        super().__init__(f"round abandoned: {', '.join(reasons) or 'unknown'}")
+        self.reasons = reasons
+
+
+class FleetError(FLClientError):
+    """Talking to the coordinator over Flower's Fleet API failed."""
+
+
+class FleetUnavailable(FleetError):
+    """The SuperLink could not be reached (network error, timeout, 5xx or 429) within the retry budget."""
+
+
+class FleetAuthError(FleetError):
+    """The SuperLink answered 401: it refused the request signature or the node's identity."""
+
+
+class FleetRunNotRunning(FleetError):
+    """The SuperLink answered 403: the run is not running any more (finished or stopped)."""
+
+
+class FleetProtocolError(FleetError):
+    """An answer that breaks the protocol: wrong content type, undecodable protobuf, unexpected status."""
+
+
+class ObjectIntegrityError(FleetError):
+    """A pulled object is malformed, larger than allowed, or its content does not hash to its id."""
+
+
+class StateStoreError(FLClientError):
+    """The device's durable state (SQLite) cannot be opened, is of another schema, or is corrupt."""
+
+
+class TaskDeclined(FLClientError):
+    """The device refused a task it cannot run as asked; ``reason`` is a short machine-readable cause."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"task declined ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DeviceConfigError(FLClientError):
+    """A device configuration value is missing or wrong; the message names the key and what is expected."""
+
+
+class UpdateError(FLClientError):
+    """A model update could not be built, encoded, decoded or accounted for."""
+
+
+class UpdateInputError(UpdateError):
+    """The update is unusable as given: non-finite values, or values outside what the chosen codec can carry."""
+
+
+class UpdateCodecError(UpdateError):
+    """An encoded payload is truncated, corrupted, larger than allowed, or of an unknown codec or version."""
+
+
+class PrivacyError(UpdateError):
+    """The device's privacy accounting refused the round or could not be used."""
+
+
+class PrivacyBudgetExhausted(PrivacyError):
+    """Participating in this round would take the device past its configured (epsilon, delta) budget.
+
+    ``epsilon_spent`` is what the ledger holds now, ``epsilon_after`` what it would hold after the round,
+    and ``budget`` the configured limit.
+    """
+
+    def __init__(self, *, epsilon_spent: float, epsilon_after: float, budget: float) -> None:
+        super().__init__(
+            f"privacy budget exhausted: epsilon would reach {epsilon_after:.4g} (spent {epsilon_spent:.4g}) "
+            f"but the budget is {budget:.4g}"
+        )
+        self.epsilon_spent = epsilon_spent
+        self.epsilon_after = epsilon_after
+        self.budget = budget
+
+
+class PrivacyLedgerError(PrivacyError):
+    """The privacy ledger database cannot be opened, read or written."""
