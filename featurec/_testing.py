@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from flclient._atomic import atomic_write_bytes
 from flclient.features._abi import Column, Manifest
 from flclient.features._host import FeatureModule
 
 from ._build import build_module, build_native
 from ._errors import CrateError
-from ._golden import compare, dumps_golden, loads_golden
+from ._golden import columns_from_json, compare, dumps_golden, loads_golden
 from ._native import NativeFeatureLibrary
 
 __all__ = ["GoldenReport", "random_inputs", "run_golden_test"]
@@ -128,18 +130,14 @@ def _bless(
     report: GoldenReport,
 ) -> None:
     """Rewrite the expected outputs from the native build, after checking wasm agrees with it."""
-    from flclient._atomic import atomic_write_bytes
-
     if not golden.is_file():
         raise CrateError(f"--bless rewrites expected outputs of existing inputs; {golden} does not exist")
-    import json
-
     try:
         obj = json.loads(golden.read_bytes())
     except json.JSONDecodeError as exc:
         raise CrateError(f"{golden} is not valid JSON: {exc}") from exc
-    from ._golden import columns_from_json
-
+    if not isinstance(obj, dict):
+        raise CrateError(f"{golden} must be a JSON object with 'inputs'")
     inputs = columns_from_json(manifest.inputs, obj.get("inputs"), "inputs")
     want = native.extract(inputs)
     diffs = compare(manifest, module.extract(inputs), want)
