@@ -1,6 +1,18 @@
 """flclient: the on-device federated-learning client SDK."""
 
-from ._errors import FeatureError, FLClientError, GateError, PolicyError, RoundAbandoned
+from ._errors import (
+    FeatureError,
+    FLClientError,
+    GateError,
+    PolicyError,
+    PrivacyBudgetExhausted,
+    PrivacyError,
+    PrivacyLedgerError,
+    RoundAbandoned,
+    UpdateCodecError,
+    UpdateError,
+    UpdateInputError,
+)
 from .features import FeatureModule, SandboxLimits
 from .gate import EligibilityPolicy, ParticipationGate
 
@@ -12,8 +24,14 @@ __all__ = [
     "GateError",
     "ParticipationGate",
     "PolicyError",
+    "PrivacyBudgetExhausted",
+    "PrivacyError",
+    "PrivacyLedgerError",
     "RoundAbandoned",
     "SandboxLimits",
+    "UpdateCodecError",
+    "UpdateError",
+    "UpdateInputError",
 ]
 
 __version__ = "0.1.0"
