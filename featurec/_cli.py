@@ -116,8 +116,54 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_repo_init(args: argparse.Namespace) -> int:
+    from ._publish import init_repository, parse_role_values
+
+    role_keys = {role: [Path(f) for f in getattr(args, role) or []] for role in _ROLES}
+    repo = init_repository(
+        Path(args.repo),
+        role_keys=role_keys,
+        thresholds=parse_role_values(args.threshold, what="--threshold"),
+        expires_days=parse_role_values(args.expires, what="--expires"),
+    )
+    root = Path(args.repo) / "metadata" / "1.root.json"
+    print(f"created TUF repository {repo.directory}; ship {root} with device configurations as trusted_root")
+    return 0
+
+
+def _cmd_repo_renew(args: argparse.Namespace) -> int:
+    from ._publish import parse_role_values, renew_repository
+
+    written = renew_repository(
+        Path(args.repo),
+        keys=[Path(k) for k in args.key],
+        roles=args.role,
+        expires_days=parse_role_values(args.expires, what="--expires"),
+    )
+    print(f"re-signed {', '.join(written)} in {args.repo}")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from ._publish import parse_role_values, publish_module
+
+    published = publish_module(
+        Path(args.module),
+        repo=Path(args.repo),
+        keys=[Path(k) for k in args.key],
+        expires_days=parse_role_values(args.expires, what="--expires"),
+    )
+    print(f"published {published.target_path} ({published.length} bytes) to {args.repo}")
+    print(f'task pin: feature-module = "{published.name}@{published.version}"')
+    print(f'          feature-module-sha256 = "{published.sha256}"')
+    return 0
+
+
+_ROLES = ("root", "targets", "snapshot", "timestamp", "modules", "checkpoints")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="featurec", description="Build, test, inspect and sign WASM feature modules.")
+    p = argparse.ArgumentParser(prog="featurec", description="Build, test, inspect, sign and publish WASM modules.")
     p.add_argument("--version", action="version", version=f"featurec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -155,6 +201,31 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--key", required=True, help="private key from 'featurec keygen'")
     s.add_argument("-o", "--output", help="signature file (default: MODULE.sig)")
     s.set_defaults(func=_cmd_sign)
+
+    s = sub.add_parser("publish", help="publish a module to a TUF repository (modules/<name>/<version>)")
+    s.add_argument("module")
+    s.add_argument("--repo", required=True, help="repository directory (served as-is by any static web server)")
+    s.add_argument(
+        "--key", action="append", required=True, help="private key: the modules role's and the online key (repeat)"
+    )
+    s.add_argument("--expires", action="append", default=[], metavar="ROLE=DAYS", help="validity of re-signed roles")
+    s.set_defaults(func=_cmd_publish)
+
+    s = sub.add_parser("repo", help="create or renew a TUF repository for modules and model checkpoints")
+    repo_sub = s.add_subparsers(dest="repo_command", required=True)
+    r = repo_sub.add_parser("init", help="create a repository; each role gets key files from 'featurec keygen'")
+    r.add_argument("--repo", required=True, help="directory to create")
+    for role in _ROLES:
+        r.add_argument(f"--{role}", action="append", metavar="KEYFILE", help=f"{role} key (.pub, or .key to sign)")
+    r.add_argument("--threshold", action="append", default=[], metavar="ROLE=N", help="signatures a role needs")
+    r.add_argument("--expires", action="append", default=[], metavar="ROLE=DAYS", help="how long a role stays valid")
+    r.set_defaults(func=_cmd_repo_init)
+    r = repo_sub.add_parser("renew", help="re-sign with fresh expiry dates (recovery from expired metadata)")
+    r.add_argument("--repo", required=True)
+    r.add_argument("--key", action="append", required=True, help="private keys to sign with (repeat)")
+    r.add_argument("--role", action="append", default=[], choices=_ROLES, help="roles to renew (default: all signable)")
+    r.add_argument("--expires", action="append", default=[], metavar="ROLE=DAYS", help="how long a role stays valid")
+    r.set_defaults(func=_cmd_repo_renew)
     return p
 
 

@@ -5,7 +5,8 @@
     ├── BuildError          cargo failed, or the built module is not a valid ABI v1 module
     ├── CrateError          the directory is not a feature crate, or its golden vectors are malformed
     ├── GoldenMismatch      outputs differ from the golden vectors or from the native build
-    └── KeyFileError        a key or signature file is missing or malformed
+    ├── KeyFileError        a key or signature file is missing or malformed
+    └── PublishError        a TUF repository cannot be created or updated (missing key, threshold, reuse)
 
 Errors from flclient's feature host (``flclient.FeatureError``) pass through unchanged: they already
 name the module and the reason.
@@ -13,7 +14,15 @@ name the module and the reason.
 
 from __future__ import annotations
 
-__all__ = ["BuildError", "CrateError", "FeaturecError", "GoldenMismatch", "KeyFileError", "ToolchainError"]
+__all__ = [
+    "BuildError",
+    "CrateError",
+    "FeaturecError",
+    "GoldenMismatch",
+    "KeyFileError",
+    "PublishError",
+    "ToolchainError",
+]
 
 
 class FeaturecError(Exception):
@@ -38,3 +47,7 @@ class GoldenMismatch(FeaturecError):
 
 class KeyFileError(FeaturecError):
     """A key or signature file is missing or malformed."""
+
+
+class PublishError(FeaturecError):
+    """A TUF repository cannot be created or updated: a key is missing, a threshold is not met, a version reused."""

@@ -5,25 +5,25 @@ is a subclass of :class:`FLClientError`; programmer misuse still raises ``TypeEr
 Errors from libraries below (wasmtime, cryptography, numpy) are translated where they enter::
 
     FLClientError
-    └── FeatureError                      a feature module could not be used (has .module)
-        ├── FeatureModuleInvalid          not a valid ABI v1 module
-        │   ├── FeatureManifestError      manifest missing, malformed, or disagreeing with the code
-        │   ├── FeatureAbiMismatch        the module speaks another ABI version
-        │   ├── FeatureExportError        an export is missing or has the wrong type
-        │   └── FeatureImportError        the module imports something outside the allow-list
-        ├── FeatureIntegrityError         sha256 or signature does not match
-        ├── FeatureInputError             input columns missing, of the wrong shape, or not convertible
-        └── FeatureSandboxError           the module misbehaved while running (instance is rebuilt)
-            ├── FeatureTrap               it trapped (unreachable, out-of-bounds access, ...)
-            ├── FeatureOutOfFuel          it used more than its instruction budget
-            ├── FeatureTimeout            it ran past its wall-clock deadline
-            └── FeatureMemoryExhausted    it needed more memory than its limit
-    └── UpdateError                       a model update could not be built, encoded, decoded or accounted
-        ├── UpdateInputError              the update itself is unusable (non-finite values, out of a codec's range)
-        ├── UpdateCodecError              an encoded payload is truncated, corrupted, oversized or of unknown format
-        └── PrivacyError                  the device's privacy accounting refuses or cannot proceed
-            ├── PrivacyBudgetExhausted    this round would exceed the configured (epsilon, delta) budget
-            └── PrivacyLedgerError        the ledger database cannot be opened, read or written
+    ├── FeatureError                      a feature module could not be used (has .module)
+    │   ├── FeatureModuleInvalid          not a valid ABI v1 module
+    │   │   ├── FeatureManifestError      manifest missing, malformed, or disagreeing with the code
+    │   │   ├── FeatureAbiMismatch        the module speaks another ABI version
+    │   │   ├── FeatureExportError        an export is missing or has the wrong type
+    │   │   └── FeatureImportError        the module imports something outside the allow-list
+    │   ├── FeatureIntegrityError         sha256 or signature does not match
+    │   ├── FeatureInputError             input columns missing, of the wrong shape, or not convertible
+    │   └── FeatureSandboxError           the module misbehaved while running (instance is rebuilt)
+    │       ├── FeatureTrap               it trapped (unreachable, out-of-bounds access, ...)
+    │       ├── FeatureOutOfFuel          it used more than its instruction budget
+    │       ├── FeatureTimeout            it ran past its wall-clock deadline
+    │       └── FeatureMemoryExhausted    it needed more memory than its limit
+    ├── UpdateError                       a model update could not be built, encoded, decoded or accounted
+    │   ├── UpdateInputError              the update itself is unusable (non-finite values, out of a codec's range)
+    │   ├── UpdateCodecError              an encoded payload is truncated, corrupted, oversized or of unknown format
+    │   └── PrivacyError                  the device's privacy accounting refuses or cannot proceed
+    │       ├── PrivacyBudgetExhausted    this round would exceed the configured (epsilon, delta) budget
+    │       └── PrivacyLedgerError        the ledger database cannot be opened, read or written
     ├── FleetError                        talking to the coordinator (Flower's Fleet API) failed
     │   ├── FleetUnavailable              network error, timeout or 5xx/429 after the retries ran out
     │   ├── FleetAuthError                401: the SuperLink refused the node's signature or identity
@@ -32,15 +32,48 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
     ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
     ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
-    └── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
-    └── GateError                         the participation gate could not be used
-        ├── PolicyError                   an eligibility policy or device profile is invalid (has .source)
-        └── RoundAbandoned                a may-continue check failed mid-round (has .reasons); nothing was sent
+    ├── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
+    ├── GateError                         the participation gate could not be used
+    │   ├── PolicyError                   an eligibility policy or device profile is invalid (has .source)
+    │   └── RoundAbandoned                a may-continue check failed mid-round (has .reasons); nothing was sent
+    ├── SecAggError                       secure aggregation (SecAgg+) could not proceed (has .reason)
+    │   ├── SecAggAborted                 the coordinator aborted the round, e.g. fewer than t devices survived
+    │   ├── SecAggProtocolError           a message is malformed, forged, replayed or inconsistent
+    │   ├── SecAggStateError              the device's persisted protocol state forbids the step: it drops out
+    │   └── SecAggIncompatible            a setting cannot be combined with SecAgg (a non-linear codec, ...)
+    ├── ArtifactError                     a trusted artifact could not be fetched, verified or cached (.artifact)
+    │   ├── ArtifactNotFound              no trusted target has that name and version (in the role it belongs to)
+    │   ├── ArtifactPinMismatch           the trusted target's sha256 is not the one the task pinned
+    │   ├── ArtifactTampered              downloaded bytes differ from the trusted length or hashes
+    │   ├── ArtifactTooLarge              a response ran past its trusted or configured length (endless data)
+    │   ├── ArtifactUnavailable           the repository could not be reached (network, HTTP status, deadline)
+    │   ├── ArtifactCacheError            the local artifact cache cannot be used (I/O, size cap)
+    │   ├── ArtifactPublishError          a repository cannot be created or updated (key, threshold, reused version)
+    │   └── MetadataError                 TUF metadata was refused; nothing new is trusted, cached artifacts stay
+    │       ├── MetadataExpired           freeze: the newest metadata offered is past its expiry date
+    │       ├── MetadataRollback          a metadata version older than one the device already trusts
+    │       ├── MetadataMismatch          mix-and-match: metadata disagrees with what snapshot/timestamp recorded
+    │       └── MetadataUntrusted         not signed by a threshold of its role's keys (wrong role, forged)
+    ├── SignedArtifactError               a signed model checkpoint or device update cannot be trusted
+    │   ├── CheckpointError               a checkpoint is malformed or not signed by a trusted server key
+    │   └── UpdateSignatureError          a device update's signature is malformed, for another round, or untrusted
+    └── TlsError                          TLS could not be set up, or the peer failed verification (fails closed)
+        ├── TlsConfigError                a CA bundle, client certificate or key cannot be loaded
+        └── TlsVerificationFailed         the server's certificate does not chain to the pinned CA or name
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ArtifactCacheError",
+    "ArtifactError",
+    "ArtifactNotFound",
+    "ArtifactPinMismatch",
+    "ArtifactPublishError",
+    "ArtifactTampered",
+    "ArtifactTooLarge",
+    "ArtifactUnavailable",
+    "CheckpointError",
     "DeviceConfigError",
     "FLClientError",
     "FeatureAbiMismatch",
@@ -57,8 +90,23 @@ __all__ = [
     "FeatureTimeout",
     "FeatureTrap",
     "GateError",
+    "MetadataError",
+    "MetadataExpired",
+    "MetadataMismatch",
+    "MetadataRollback",
+    "MetadataUntrusted",
     "PolicyError",
     "RoundAbandoned",
+    "SecAggAborted",
+    "SecAggError",
+    "SecAggIncompatible",
+    "SecAggProtocolError",
+    "SecAggStateError",
+    "SignedArtifactError",
+    "TlsConfigError",
+    "TlsError",
+    "TlsVerificationFailed",
+    "UpdateSignatureError",
 ]
 
 
@@ -227,3 +275,112 @@ class PrivacyBudgetExhausted(PrivacyError):
 
 class PrivacyLedgerError(PrivacyError):
     """The privacy ledger database cannot be opened, read or written."""
+
+
+class SecAggError(FLClientError):
+    """Secure aggregation could not proceed; ``reason`` says why in one sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SecAggAborted(SecAggError):
+    """The coordinator aborted the round (too few survivors, a secret that cannot be reconstructed)."""
+
+
+class SecAggProtocolError(SecAggError):
+    """A SecAgg message is malformed, carries a wrong signature, is replayed, or contradicts an earlier one."""
+
+
+class SecAggStateError(SecAggError):
+    """The device's persisted protocol state forbids the requested step; the device drops out of the round."""
+
+
+class SecAggIncompatible(SecAggError):
+    """A setting cannot be combined with secure aggregation (a non-linear compression codec, ...)."""
+
+
+class ArtifactError(FLClientError):
+    """A trusted artifact (feature module, model checkpoint) could not be fetched, verified or cached.
+
+    ``artifact`` names it (its TUF target path, or the metadata role that failed) and ``reason`` says what went
+    wrong. Whatever the cause, artifacts verified earlier stay in the cache and remain usable.
+    """
+
+    def __init__(self, artifact: str, reason: str) -> None:
+        super().__init__(f"{artifact}: {reason}")
+        self.artifact = artifact
+        self.reason = reason
+
+
+class ArtifactNotFound(ArtifactError):
+    """No trusted target has that name and version in the role it belongs to."""
+
+
+class ArtifactPinMismatch(ArtifactError):
+    """The repository's trusted target has another sha256 than the one the task pinned: nothing was installed."""
+
+
+class ArtifactTampered(ArtifactError):
+    """Downloaded bytes differ from the length or hashes the signed metadata promised."""
+
+
+class ArtifactTooLarge(ArtifactError):
+    """A response ran past the length the metadata (or the configuration) allows: an endless-data attack."""
+
+
+class ArtifactUnavailable(ArtifactError):
+    """The repository could not be reached, answered with an HTTP error, or ran past the download deadline."""
+
+
+class ArtifactCacheError(ArtifactError):
+    """The local artifact cache cannot be read or written, or an artifact is larger than its size cap."""
+
+
+class ArtifactPublishError(ArtifactError):
+    """A TUF repository cannot be created or updated: a key is missing, a threshold is not met, a version reused."""
+
+
+class MetadataError(ArtifactError):
+    """TUF metadata was refused: nothing new is trusted and the cached artifacts stay as they were."""
+
+
+class MetadataExpired(MetadataError):
+    """Freeze attack (or a repository nobody re-signed): the newest metadata offered is past its expiry date."""
+
+
+class MetadataRollback(MetadataError):
+    """Rollback attack: the repository offered a metadata version older than one the device already trusts."""
+
+
+class MetadataMismatch(MetadataError):
+    """Mix-and-match attack: a metadata file disagrees with the version or hashes its parent recorded."""
+
+
+class MetadataUntrusted(MetadataError):
+    """Metadata is not signed by a threshold of its role's keys: forged, or signed by the wrong role."""
+
+
+class SignedArtifactError(FLClientError):
+    """A signed model checkpoint or device update cannot be trusted."""
+
+
+class CheckpointError(SignedArtifactError):
+    """A model checkpoint is malformed, or not signed by a trusted server key for this model version."""
+
+
+class UpdateSignatureError(SignedArtifactError):
+    """A device update's signature is malformed, was made for another round or payload, or its key is untrusted."""
+
+
+class TlsError(FLClientError):
+    """TLS could not be set up, or the peer failed verification; the connection is never made without it."""
+
+
+class TlsConfigError(TlsError):
+    """A CA bundle, client certificate or private key file cannot be loaded."""
+
+
+class TlsVerificationFailed(TlsError):
+    """The server's certificate does not chain to the pinned CA, or does not name the host."""
