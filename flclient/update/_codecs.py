@@ -279,6 +279,9 @@ class Float16Codec:
 _INT8_PARAMS = struct.Struct("<I")
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BlockInt8Codec:
     """int8 with one float32 scale per block of ``block_size`` values and unbiased stochastic rounding.
@@ -325,7 +328,8 @@ class BlockInt8Codec:
         scale = raw.array("<f4", nb).astype(np.float32)
         q = raw.array("i1", n)
         raw.finish()
-        if not np.isfinite(scale).all() or (scale < 0).any():
+        # An encoder's scale is max|x| / 127 for finite float32 x, so 127 * scale is always finite.
+        if not np.isfinite(scale).all() or (scale < 0).any() or (scale > _F32_MAX / 127).any():
             raise UpdateCodecError("int8_block scales are invalid")
         out = np.zeros(nb * b, np.float32)
         out[:n] = q
