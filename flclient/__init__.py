@@ -1,14 +1,25 @@
 """flclient: the on-device federated-learning client SDK."""
 
+from ._client import AsyncClient, Client
+from ._config import DeviceConfig
 from ._errors import (
+    DeviceConfigError,
     FeatureError,
     FLClientError,
+    FleetAuthError,
+    FleetError,
+    FleetProtocolError,
+    FleetRunNotRunning,
+    FleetUnavailable,
     GateError,
+    ObjectIntegrityError,
     PolicyError,
     PrivacyBudgetExhausted,
     PrivacyError,
     PrivacyLedgerError,
     RoundAbandoned,
+    StateStoreError,
+    TaskDeclined,
     UpdateCodecError,
     UpdateError,
     UpdateInputError,
@@ -17,11 +28,21 @@ from .features import FeatureModule, SandboxLimits
 from .gate import EligibilityPolicy, ParticipationGate
 
 __all__ = [
+    "AsyncClient",
+    "Client",
+    "DeviceConfig",
+    "DeviceConfigError",
     "EligibilityPolicy",
     "FLClientError",
     "FeatureError",
     "FeatureModule",
+    "FleetAuthError",
+    "FleetError",
+    "FleetProtocolError",
+    "FleetRunNotRunning",
+    "FleetUnavailable",
     "GateError",
+    "ObjectIntegrityError",
     "ParticipationGate",
     "PolicyError",
     "PrivacyBudgetExhausted",
@@ -29,6 +50,8 @@ __all__ = [
     "PrivacyLedgerError",
     "RoundAbandoned",
     "SandboxLimits",
+    "StateStoreError",
+    "TaskDeclined",
     "UpdateCodecError",
     "UpdateError",
     "UpdateInputError",

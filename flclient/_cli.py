@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _signing
+from ._daemon import add_node_commands
 from ._errors import FLClientError
 from .features import FeatureModule, SandboxLimits
 from .features._columns_io import ColumnFileError, read_columns, write_columns
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trusted-key", action="append", help="Ed25519 public key (PEM); requires MODULE.sig")
     r.set_defaults(func=_cmd_features_run)
     add_gate_commands(sub)
+    add_node_commands(sub)
     return p
 
 

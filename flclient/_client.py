@@ -1,0 +1,181 @@
+"""Front doors for embedding a device node in an existing program: sync :class:`Client`, :class:`AsyncClient`.
+
+Example (sync, in a thread of your daemon)::
+
+    from flclient import Client, DeviceConfig
+
+    with Client(DeviceConfig.from_toml("device.toml")) as client:
+        client.run(stop_event)          # takes part in rounds until stop_event is set
+
+Example (asyncio)::
+
+    async with AsyncClient(DeviceConfig.from_toml("device.toml")) as client:
+        await client.run(stop)          # an asyncio.Event
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from ._config import DeviceConfig
+from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
+from ._state import StateStore
+from ._task import DataSource, NpzDataSource, TaskExecutor
+from .fleet._client import FleetClient, NodeKey, RetryPolicy
+from .fleet._transport import HttpxTransport, Transport
+
+__all__ = ["AsyncClient", "Client", "json_logger"]
+
+
+def json_logger(stream: Any = None, *, clock: Callable[[], float] = time.time, **static: Any) -> LogFn:
+    """A structured logger: one JSON object per line (``ts``, ``event`` and fields) on ``stream`` (stderr)."""
+
+    def log(record: dict[str, Any]) -> None:
+        out = stream if stream is not None else sys.stderr
+        out.write(json.dumps({"ts": round(clock(), 3), **static, **record}, default=str) + "\n")
+        out.flush()
+
+    return log
+
+
+class Client:
+    """A device node: its state store, Fleet client and task executor, from one :class:`DeviceConfig`.
+
+    ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
+    configured ``.npz`` data source; ``rng`` seeds backoff jitter. ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        transport: Transport | None = None,
+        data: DataSource | None = None,
+        log: LogFn | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._log = log or json_logger()
+        self.store = StateStore(config.state_path, clock=clock)
+        pem = self.store.get_meta("node_key")
+        if pem is None:
+            key = NodeKey.generate()
+            self.store.set_meta("node_key", key.to_pem())
+        else:
+            key = NodeKey.from_pem(pem)
+        self._transport = transport or HttpxTransport(config.superlink_url)
+        self.fleet = FleetClient(
+            self._transport,
+            key,
+            retry=RetryPolicy(timeout_s=config.request_timeout_s, max_backoff_s=config.max_backoff_s),
+            clock=clock,
+            sleep=sleep,
+            rng=rng or random.Random(),
+        )
+        self.executor = TaskExecutor(
+            data=data or NpzDataSource(config.data),
+            feature_modules=config.feature_modules,
+            module_cache_dir=config.state_dir / "module-cache",
+        )
+        self.node = FleetNode(
+            fleet=self.fleet,
+            store=self.store,
+            executor=self.executor,
+            timing=NodeTiming(
+                heartbeat_interval_s=config.heartbeat_interval_s,
+                poll_interval_s=config.poll_interval_s,
+                reply_grace_s=config.reply_grace_s,
+                max_backoff_s=config.max_backoff_s,
+            ),
+            log=self._log,
+            telemetry=TelemetryLog(config.telemetry_path),
+            wall=clock,
+        )
+        self._closed = False
+
+    def run_once(self) -> int:
+        """Connect if needed and make one pass; returns how many instructions were handled."""
+        return self.node.poll_once()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Take part in rounds until ``stop`` is set, then linger for the last reply and deactivate."""
+        stop = stop or threading.Event()
+        self.node.run(stop.wait)
+        self.shutdown()
+
+    def shutdown(self, wait: Callable[[float], bool] | None = None) -> None:
+        """Give the last reply time to be collected, then deactivate (errors are logged, not raised)."""
+        try:
+            self.node.linger(wait or (lambda s: time.sleep(s) or False))  # type: ignore[func-returns-value]
+            self.node.deactivate()
+        except Exception as exc:
+            self._log({"event": "shutdown-error", "error": type(exc).__name__, "reason": str(exc)})
+
+    def close(self) -> None:
+        """Release the transport, the feature modules and the state store."""
+        if not self._closed:
+            self._closed = True
+            self.executor.close()
+            self._transport.close()
+            self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The :class:`Client` for asyncio programs: the node runs in a worker thread, the event loop stays free."""
+
+    def __init__(self, config: DeviceConfig, **kwargs: Any) -> None:
+        self._client = Client(config, **kwargs)
+
+    @property
+    def client(self) -> Client:
+        """The sync client underneath."""
+        return self._client
+
+    async def run_once(self) -> int:
+        """One pass (see :meth:`Client.run_once`)."""
+        return await asyncio.to_thread(self._client.run_once)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take part in rounds until ``stop`` is set."""
+        thread_stop = threading.Event()
+
+        async def bridge() -> None:
+            await stop.wait()
+            thread_stop.set()
+
+        task = asyncio.create_task(bridge())
+        try:
+            await asyncio.to_thread(self._client.run, thread_stop)
+        finally:
+            thread_stop.set()
+            task.cancel()
+
+    async def close(self) -> None:
+        """Close the client."""
+        await asyncio.to_thread(self._client.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

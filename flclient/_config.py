@@ -1,0 +1,147 @@
+"""The device configuration (``device.toml``): frozen, keyword-only, validated, loaded with ``tomllib``.
+
+Example::
+
+    [superlink]
+    url = "http://127.0.0.1:9093"
+    heartbeat_interval_s = 30
+
+    [device]
+    state_dir = "state"                       # SQLite state, telemetry log, module cache
+    data = "data.npz"                         # local records (feature-module inputs, label, optional x)
+    feature_modules = ["modules/device_context-1.0.0.wasm"]
+
+Relative paths are resolved against the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ._errors import DeviceConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["DeviceConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceConfig:
+    """Everything a device node needs to take part in rounds.
+
+    ``heartbeat_interval_s`` must be within SuperLink's accepted [10, 1800] s; ``poll_interval_s`` is the pause
+    between ``pull-messages`` calls when there is nothing to do; ``reply_grace_s`` is how long a stopping node
+    keeps heartbeating after its last push so that the ServerApp can collect the reply before it deactivates.
+    """
+
+    superlink_url: str
+    state_dir: Path
+    data: Path
+    feature_modules: tuple[Path, ...] = ()
+    heartbeat_interval_s: float = 30.0
+    poll_interval_s: float = 1.0
+    reply_grace_s: float = 10.0
+    request_timeout_s: float = 30.0
+    max_backoff_s: float = 20.0
+    telemetry_log: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        url = urlparse(self.superlink_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise DeviceConfigError(
+                f"superlink.url must be an http(s) URL like http://host:9093, got {self.superlink_url!r}"
+            )
+        if not 10 <= self.heartbeat_interval_s <= 1800:
+            raise DeviceConfigError(
+                f"superlink.heartbeat_interval_s must be within [10, 1800] s, got {self.heartbeat_interval_s}"
+            )
+        for name in ("poll_interval_s", "request_timeout_s", "max_backoff_s"):
+            if not getattr(self, name) > 0:
+                raise DeviceConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.reply_grace_s < 0:
+            raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite database."""
+        return self.state_dir / "state.db"
+
+    @property
+    def telemetry_path(self) -> Path:
+        """The JSON-lines telemetry log."""
+        return self.telemetry_log or self.state_dir / "telemetry.jsonl"
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> DeviceConfig:
+        """Load and validate a configuration file; every mistake is one :class:`~flclient.DeviceConfigError`."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise DeviceConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from exc
+        return cls.from_mapping(raw, base_dir=path.parent)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> DeviceConfig:
+        """Build from parsed TOML tables ``[superlink]`` and ``[device]``."""
+        unknown = set(raw) - {"superlink", "device"}
+        if unknown:
+            raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected [superlink] and [device]")
+        link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
+        dev = _table(
+            raw, "device", {"state_dir", "data", "feature_modules", "poll_interval_s", "reply_grace_s", "telemetry_log"}
+        )
+
+        def path(table: Mapping[str, Any], key: str, where: str) -> Path:
+            value = table.get(key)
+            if not isinstance(value, str) or not value:
+                raise DeviceConfigError(f"{where}.{key} must be a path string")
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else base_dir / p
+
+        url = link.get("url")
+        if not isinstance(url, str):
+            raise DeviceConfigError('superlink.url is required (e.g. "http://127.0.0.1:9093")')
+        modules = dev.get("feature_modules", [])
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise DeviceConfigError("device.feature_modules must be a list of module file paths")
+        numbers: dict[str, float] = {}
+        for table, where, keys in (
+            (link, "superlink", ("heartbeat_interval_s", "request_timeout_s", "max_backoff_s")),
+            (dev, "device", ("poll_interval_s", "reply_grace_s")),
+        ):
+            for key in keys:
+                if key in table:
+                    value = table[key]
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise DeviceConfigError(f"{where}.{key} must be a number, got {value!r}")
+                    numbers[key] = float(value)
+        return cls(
+            superlink_url=url,
+            state_dir=path(dev, "state_dir", "device"),
+            data=path(dev, "data", "device"),
+            feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),
+            telemetry_log=path(dev, "telemetry_log", "device") if "telemetry_log" in dev else None,
+            **numbers,  # type: ignore[arg-type]
+        )
+
+
+def _table(raw: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise DeviceConfigError(f"[{name}] must be a table")
+    unknown = set(table) - keys
+    if unknown:
+        raise DeviceConfigError(f"unknown key(s) in [{name}]: {sorted(unknown)}; known: {sorted(keys)}")
+    return table

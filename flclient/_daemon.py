@@ -1,0 +1,60 @@
+"""``flclient run --config device.toml`` (the daemon) and ``flclient demo`` (the local federation).
+
+The daemon runs the node under asyncio: SIGTERM/SIGINT stop it gracefully (the last reply gets its grace
+period, then the node deactivates), it reconnects forever with backoff, and it logs JSON lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from ._client import AsyncClient, json_logger
+from ._config import DeviceConfig
+from ._errors import FLClientError
+
+__all__ = ["add_node_commands", "run_daemon"]
+
+
+async def run_daemon(config: DeviceConfig) -> int:
+    """Run a node until SIGTERM or SIGINT; returns the exit status."""
+    log = json_logger()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log({"event": "start", "superlink": config.superlink_url, "state_dir": str(config.state_dir)})
+    async with AsyncClient(config, log=log) as client:
+        await client.run(stop)
+    log({"event": "stopped"})
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = DeviceConfig.from_toml(args.config)
+    return asyncio.run(run_daemon(config))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from .server._demo import run_demo
+    except ImportError as exc:
+        raise FLClientError(
+            f"the demo needs the server extra ({exc.name} is missing): pip install 'flclient[demo]'"
+        ) from exc
+    return run_demo(devices=args.devices, rounds=args.rounds, out_dir=args.out, seed=args.seed)
+
+
+def add_node_commands(sub: Any) -> None:
+    """Add ``run`` and ``demo`` to the ``flclient`` command line."""
+    r = sub.add_parser("run", help="run a device node (daemon) against a Flower SuperLink")
+    r.add_argument("--config", required=True, help="device.toml")
+    r.set_defaults(func=_cmd_run)
+    d = sub.add_parser("demo", help="a local federation: SuperLink, ServerApp and N device processes on loopback")
+    d.add_argument("--devices", type=int, default=8, help="device processes (default 8)")
+    d.add_argument("--rounds", type=int, default=3, help="training rounds (default 3)")
+    d.add_argument("--out", default="out/demo", help="output directory (plot, metrics, device state)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data partitions and the model")
+    d.set_defaults(func=_cmd_demo)

@@ -1,0 +1,392 @@
+"""The node: the round state machine between the Fleet client, the state store and the task executor.
+
+One pass (:meth:`FleetNode.poll_once`) pushes stored replies, resumes stored instructions, heartbeats when due
+and pulls new instructions. Each instruction goes pulled -> received -> replied in the state store before the
+next network step, so a restart continues where the last one stopped (see :mod:`flclient._state`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import (
+    FLClientError,
+    FleetAuthError,
+    FleetError,
+    FleetProtocolError,
+    FleetRunNotRunning,
+    FleetUnavailable,
+    ObjectIntegrityError,
+    TaskDeclined,
+)
+from ._state import PendingInstruction, StateStore
+from ._task import TaskExecutor
+from .fleet._client import FleetClient, PulledMessage
+from .fleet._objects import EncodedMessage, MetricRecord, decode_content, encode_message
+from .fleet._proto import flclient_fleet_pb2 as pb
+
+__all__ = ["FleetNode", "TelemetryLog"]
+
+_SUPERLINK_NODE_ID = 1
+_ERROR_CODE_CLIENT_APP_RAISED = 2  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+class TelemetryLog:
+    """Per-round telemetry as JSON lines; each record is one ``write`` of a whole line (O_APPEND)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record."""
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete record (a torn last line from a crash is skipped)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeTiming:
+    """Intervals of the node loop (seconds)."""
+
+    heartbeat_interval_s: float = 30.0
+    poll_interval_s: float = 1.0
+    reply_grace_s: float = 10.0
+    max_backoff_s: float = 20.0
+
+
+class FleetNode:
+    """A device taking part in Flower runs. Not thread-safe: drive it from one thread.
+
+    ``wait(seconds)`` pauses the loop and returns ``True`` when the node should stop (pass ``Event.wait``).
+    """
+
+    def __init__(
+        self,
+        *,
+        fleet: FleetClient,
+        store: StateStore,
+        executor: TaskExecutor,
+        timing: NodeTiming,
+        log: LogFn,
+        telemetry: TelemetryLog | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.executor = executor
+        self.timing = timing
+        self._log = log
+        self._telemetry = telemetry
+        self._monotonic = monotonic
+        self._wall = wall
+        self.node_id: int | None = None
+        self._last_heartbeat = -float("inf")
+        self._last_push: float | None = None
+
+    # -- connection --------------------------------------------------------------------------------------------
+    def connect(self) -> int:
+        """Register (once per key) and activate; returns the node id."""
+        if self.store.get_meta("node_key") is None:
+            raise RuntimeError("the state store has no node key")
+        if self.store.get_meta("registered") is None:
+            self._register()
+        try:
+            node_id = self.fleet.activate(self.timing.heartbeat_interval_s)
+        except FleetProtocolError as exc:
+            known = self.store.get_meta("node_id")
+            if "412" not in str(exc) or known is None:
+                raise
+            node_id = int(known)  # 412: still active from before (a restart, a lost answer): carry on
+        except FleetAuthError as exc:
+            # A SuperLink that lost its state (restarted in memory) no longer knows the key: register again.
+            self._log({"event": "reregister", "reason": str(exc)})
+            self._register()
+            node_id = self.fleet.activate(self.timing.heartbeat_interval_s)
+        self.node_id = node_id
+        self.store.set_meta("node_id", str(node_id).encode())
+        self._last_heartbeat = self._monotonic()
+        self._log({"event": "connected", "node_id": node_id})
+        return node_id
+
+    def _register(self) -> None:
+        try:
+            self.fleet.register()
+        except FleetProtocolError as exc:
+            if "412" not in str(exc):  # 412: this key is registered already, which is what we want
+                raise
+        self.store.set_meta("registered", b"1")
+
+    def deactivate(self) -> None:
+        """Mark the node offline (after :meth:`linger`)."""
+        if self.node_id is not None:
+            self.fleet.deactivate(self.node_id)
+            self._log({"event": "deactivated", "node_id": self.node_id})
+            self.node_id = None
+
+    def linger(self, wait: Callable[[float], bool]) -> None:
+        """Keep heartbeating until the last reply had ``reply_grace_s`` to be collected (the reply-loss hole)."""
+        if self._last_push is None or self.node_id is None:
+            return
+        while (left := self.timing.reply_grace_s - (self._monotonic() - self._last_push)) > 0:
+            self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s)
+            if wait(min(left, self.timing.heartbeat_interval_s / 3)):
+                break
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def run(self, wait: Callable[[float], bool]) -> None:
+        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff."""
+        failures = 0
+        while True:
+            try:
+                if self.node_id is None:
+                    self.connect()
+                busy = self.poll_once()
+                failures = 0
+                if wait(0 if busy else self.timing.poll_interval_s):
+                    return
+            except Exception as exc:
+                failures += 1
+                self.node_id = None
+                delay = min(self.timing.max_backoff_s, 0.5 * 2 ** min(failures, 10))
+                delay *= 0.5 + 0.5 * self.fleet.rng.random()
+                self._log(
+                    {
+                        "event": "disconnected",
+                        "error": type(exc).__name__,
+                        "reason": str(exc),
+                        "retry_in_s": round(delay, 2),
+                    }
+                )
+                if wait(delay):
+                    return
+
+    def poll_once(self) -> int:
+        """One pass; returns how many instructions were handled (0 = idle)."""
+        if self.node_id is None:
+            self.connect()
+        assert self.node_id is not None
+        self._flush_replies()
+        handled = 0
+        for pending in self.store.pending_instructions():
+            self._process(pending)
+            handled += 1
+        if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
+            if not self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s):
+                self.node_id = None
+                raise FleetUnavailable("SuperLink no longer considers this node active")
+            self._last_heartbeat = self._monotonic()
+        for pulled in self.fleet.pull_messages(self.node_id):
+            if not self.store.add_instruction(
+                pulled.message_id,
+                pulled.metadata.run_id,
+                pulled.metadata.SerializeToString(),
+                pulled.tree.SerializeToString(),
+            ):
+                continue
+            handled += 1
+            self.store.bump("instructions")
+            pending = PendingInstruction(pulled.message_id, pulled.metadata.run_id, b"", b"", "pulled", {})
+            self._process(pending, pulled)
+        return handled
+
+    # -- one instruction ---------------------------------------------------------------------------------------
+    def _process(self, pending: PendingInstruction, pulled: PulledMessage | None = None) -> None:
+        assert self.node_id is not None
+        if pulled is None:
+            pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
+        meta = pulled.metadata
+        started = time.perf_counter()
+        traffic_before = self.fleet.traffic.bytes_down
+        objects = pending.objects
+        if pending.state == "pulled":
+            try:
+                objects = self.fleet.pull_objects(self.node_id, pulled, have=pending.objects)
+                decode_content(pulled.message_id, objects, self.fleet.limits)
+            except FleetRunNotRunning as exc:
+                self._drop(pulled, "run-not-running", str(exc))
+                return
+            except (ObjectIntegrityError, FleetProtocolError) as exc:
+                # Hostile or broken content: never run it; answer with an error so the ServerApp need not wait.
+                self.store.mark_received(pulled.message_id, {})
+                self._reply_error(pulled, f"rejected: {exc}", started, outcome="rejected")
+                self._confirm(pulled)
+                return
+            self.store.mark_received(pulled.message_id, objects)
+            self._confirm(pulled)
+        bytes_down = self.fleet.traffic.bytes_down - traffic_before
+        content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
+        try:
+            outcome = self.executor.run(meta.message_type, content)
+        except TaskDeclined as exc:
+            self._reply_error(
+                pulled, f"declined: {exc.reason}: {exc.detail}", started, outcome="declined", reason=exc.reason
+            )
+            return
+        except (FLClientError, ValueError, ArithmeticError) as exc:
+            self._reply_error(
+                pulled, f"failed: {type(exc).__name__}: {exc}", started, outcome="failed", reason=type(exc).__name__
+            )
+            return
+        device_s = time.perf_counter() - started
+        metrics = outcome.content.get("metrics")
+        if isinstance(metrics, MetricRecord):
+            extra = {"bytes-down": int(bytes_down), "device-s": device_s}
+            outcome.content["metrics"] = MetricRecord({**metrics.values, **extra})
+        encoded = encode_message(self._reply_metadata(meta), outcome.content)
+        self._store_reply(pulled, encoded, device_s)
+        self._telemetry_write(
+            pulled,
+            outcome="replied",
+            train_s=outcome.train_s,
+            features_s=outcome.features_s,
+            device_s=device_s,
+            bytes_down=bytes_down,
+            reply_bytes=sum(len(c) for c in encoded.objects.values()),
+            num_examples=outcome.num_examples,
+        )
+        self._flush_replies()
+
+    def _confirm(self, pulled: PulledMessage) -> None:
+        assert self.node_id is not None
+        with contextlib.suppress(FleetRunNotRunning):
+            self.fleet.confirm(self.node_id, pulled.metadata.run_id, pulled.message_id)
+
+    def _drop(self, pulled: PulledMessage, reason: str, detail: str) -> None:
+        self.store.drop_instruction(pulled.message_id, reason)
+        self.store.bump(f"dropped.{reason}")
+        self._log({"event": "dropped", "message_id": pulled.message_id[:16], "reason": reason, "detail": detail})
+        self._telemetry_write(pulled, outcome="dropped", reason=reason)
+
+    def _reply_metadata(self, ins: pb.Metadata) -> pb.Metadata:
+        assert self.node_id is not None
+        now = self._wall()
+        ttl = ins.created_at + ins.ttl - now if ins.ttl > 0 else 3600.0
+        return pb.Metadata(
+            run_id=ins.run_id,
+            src_node_id=self.node_id,
+            dst_node_id=_SUPERLINK_NODE_ID,
+            reply_to_message_id=ins.message_id,
+            group_id=ins.group_id,
+            message_type=ins.message_type,
+            created_at=now,
+            ttl=max(ttl, 1.0),
+        )
+
+    def _reply_error(self, pulled: PulledMessage, text: str, started: float, *, outcome: str, reason: str = "") -> None:
+        meta = self._reply_metadata(pulled.metadata)
+        meta.message_id = ""
+        body = pb.Message(metadata=meta, error=pb.Error(code=_ERROR_CODE_CLIENT_APP_RAISED, reason=text))
+        encoded = _encode_error(body)
+        self._store_reply(pulled, encoded, time.perf_counter() - started)
+        self.store.bump(f"{outcome}")
+        self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": text})
+        self._telemetry_write(pulled, outcome=outcome, reason=reason or text)
+        self._flush_replies()
+
+    def _store_reply(self, pulled: PulledMessage, encoded: EncodedMessage, runtime_s: float) -> None:
+        self.store.store_reply(
+            reply_to=pulled.message_id,
+            message_id=encoded.message_id,
+            message=encoded.message.SerializeToString(),
+            tree=encoded.tree.SerializeToString(),
+            objects=encoded.objects,
+            runtime_s=runtime_s,
+        )
+
+    def _flush_replies(self) -> None:
+        assert self.node_id is not None
+        for reply in self.store.unsent_replies():
+            encoded = EncodedMessage(
+                reply.message_id,
+                pb.Message.FromString(reply.message),
+                pb.ObjectTree.FromString(reply.tree),
+                reply.objects,
+            )
+            before = self.fleet.traffic.bytes_up
+            try:
+                self.fleet.push_message(self.node_id, encoded, runtime_s=reply.runtime_s)
+            except FleetRunNotRunning as exc:
+                self.store.mark_reply(reply.reply_to, "dropped")
+                self.store.bump("dropped.run-not-running")
+                self._log({"event": "reply-dropped", "reply_to": reply.reply_to[:16], "reason": str(exc)})
+                continue
+            self.store.mark_reply(reply.reply_to, "pushed")
+            self.store.bump("replies")
+            self._last_push = self._monotonic()
+            self._log(
+                {"event": "pushed", "reply_to": reply.reply_to[:16], "bytes_up": self.fleet.traffic.bytes_up - before}
+            )
+            if self._telemetry is not None:
+                self._telemetry.write(
+                    {
+                        "ts": self._wall(),
+                        "event": "pushed",
+                        "reply_to": reply.reply_to,
+                        "bytes_up": self.fleet.traffic.bytes_up - before,
+                    }
+                )
+
+    def _telemetry_write(self, pulled: PulledMessage, *, outcome: str, **fields: Any) -> None:
+        if self._telemetry is None:
+            return
+        m = pulled.metadata
+        self._telemetry.write(
+            {
+                "ts": self._wall(),
+                "event": "task",
+                "run_id": m.run_id,
+                "round": m.group_id,
+                "message_type": m.message_type,
+                "message_id": pulled.message_id,
+                "outcome": outcome,
+                **fields,
+            }
+        )
+
+
+def _encode_error(message: pb.Message) -> EncodedMessage:
+    from .fleet._objects import _with_header, object_id
+
+    content = _with_header("Message", [], message.SerializeToString(deterministic=True))
+    oid = object_id(content)
+    meta = pb.Metadata()
+    meta.CopyFrom(message.metadata)
+    meta.message_id = oid
+    return EncodedMessage(
+        oid, pb.Message(metadata=meta, error=message.error), pb.ObjectTree(object_id=oid), {oid: content}
+    )
+
+
+def new_stop_event() -> threading.Event:
+    """An event whose ``wait`` fits :meth:`FleetNode.run`."""
+    return threading.Event()
+
+
+_ = FleetError  # re-exported family root for type checkers reading this module

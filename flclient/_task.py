@@ -1,0 +1,260 @@
+"""Task execution: one instruction's content in, one reply's content out (no I/O beyond the local data).
+
+A ``train`` message runs the round pipeline: local raw records -> the pinned WASM feature module (sandboxed) ->
+columns -> ``runtimes`` backend -> new parameters, replied in Flower's standard layout
+``{"arrays": ArrayRecord, "metrics": MetricRecord with "num-examples"}``. ``evaluate`` and ``query`` likewise.
+
+The task config (``content["config"]``) says what to run:
+
+=========================  ==========================================================================
+``feature-module``         ``"name@version"`` of the feature module the round needs (pinned)
+``feature-module-sha256``  its sha256; a device without exactly that module declines the task
+``feature-scale``          divisors for the module's numeric output columns, in manifest order
+``model-spec``             JSON: ``{"layers": [[in, out, activation], ...], "loss": "cross_entropy"}``
+``epochs`` ``batch-size`` ``lr`` ``optimizer`` ``seed``   training settings (``runtimes.TrainConfig``)
+``eval-fraction``          share of local examples held out for evaluation (seeded split)
+``model-version``          the global model's version, echoed in the reply metrics
+=========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ._errors import FeatureError, TaskDeclined
+from .features import FeatureModule, SandboxLimits
+from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, RecordDict
+
+__all__ = ["DataSource", "LocalData", "NpzDataSource", "TaskExecutor", "TaskOutcome"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class LocalData:
+    """A device's raw records: the feature module's input columns, optional dense extras ``x`` and labels."""
+
+    columns: Mapping[str, np.ndarray]
+    labels: np.ndarray
+    x: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        for name, col in self.columns.items():
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} rows but there are {n} labels")
+        if self.x is not None and len(self.x) != n:
+            raise ValueError(f"x has {len(self.x)} rows but there are {n} labels")
+
+
+class DataSource(Protocol):
+    """Where a device's local training records come from (read at each task, so new records count)."""
+
+    def load(self) -> LocalData:
+        """The current local records."""
+        ...
+
+
+@dataclass(frozen=True)
+class NpzDataSource:
+    """Records in an ``.npz`` file: module input columns by name, ``label`` and optionally ``x``."""
+
+    path: Path
+
+    def load(self) -> LocalData:
+        """Read the file (``allow_pickle=False``)."""
+        with np.load(self.path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        labels = arrays.pop("label")
+        x = arrays.pop("x", None)
+        return LocalData(columns=arrays, labels=labels, x=x)
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A reply's content plus what telemetry wants to know about producing it."""
+
+    content: RecordDict
+    train_s: float = 0.0
+    features_s: float = 0.0
+    num_examples: int = 0
+
+
+@dataclass
+class TaskExecutor:
+    """Runs ``train`` / ``evaluate`` / ``query`` instructions against local data and local feature modules.
+
+    ``feature_modules`` are module files the device has (verified by sha256 at use); a pin in the task config
+    that none of them satisfies is declined with :class:`~flclient.TaskDeclined`, never run with another version.
+    """
+
+    data: DataSource
+    feature_modules: Sequence[Path] = ()
+    module_cache_dir: Path | None = None
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
+    backend: str = "numpy"
+    clock: Callable[[], float] = time.perf_counter
+    _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
+
+    def close(self) -> None:
+        """Release the loaded feature modules."""
+        for module in self._modules.values():
+            module.close()
+        self._modules.clear()
+
+    def run(self, message_type: str, content: RecordDict) -> TaskOutcome:
+        """Execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run as asked."""
+        kind = message_type.split(".")[0]
+        config = _config(content)
+        if kind == "query":
+            local = self.data.load()
+            return TaskOutcome(
+                {"metrics": MetricRecord({"num-examples": len(local.labels)})}, num_examples=len(local.labels)
+            )
+        if kind not in ("train", "evaluate"):
+            raise TaskDeclined("unsupported-message-type", f"this device runs train, evaluate and query, not {kind!r}")
+        arrays = content.get("arrays")
+        if not isinstance(arrays, ArrayRecord):
+            raise TaskDeclined("no-model", "the instruction carries no 'arrays' record")
+        t0 = self.clock()
+        x, y = self._features(config)
+        features_s = self.clock() - t0
+        spec = _model_spec(config)
+        params = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.arrays.items()}
+        seed = int(_num(config, "seed", 0))
+        eval_fraction = float(_num(config, "eval-fraction", 0.2))
+        order = np.random.Generator(np.random.PCG64(seed)).permutation(len(y))
+        n_eval = round(len(y) * eval_fraction) if len(y) > 1 else 0
+        eval_idx, train_idx = order[:n_eval], order[n_eval:]
+        import runtimes
+
+        backend = runtimes.create_backend(self.backend)
+        try:
+            try:
+                backend.load(spec, params)
+            except (runtimes.RuntimeBackendError, ValueError) as exc:
+                raise TaskDeclined("model-mismatch", str(exc)) from exc
+            metrics: dict[str, MetricValue] = {"features-s": features_s}
+            if "model-version" in config:
+                metrics["model-version"] = int(_num(config, "model-version", 0))
+            if n_eval:
+                ev = backend.evaluate(runtimes.TrainingData(x=x[eval_idx], y=y[eval_idx]))
+                metrics["eval-loss"] = float(ev["loss"])
+                if "accuracy" in ev:
+                    metrics["eval-acc"] = float(ev["accuracy"])
+                metrics["eval-examples"] = int(n_eval)
+            if kind == "evaluate":
+                metrics["num-examples"] = int(n_eval)
+                return TaskOutcome({"metrics": MetricRecord(metrics)}, features_s=features_s, num_examples=n_eval)
+            if len(train_idx) == 0:
+                raise TaskDeclined("no-data", "no local examples left for training")
+            cfg = runtimes.TrainConfig(
+                epochs=int(_num(config, "epochs", 1)),
+                batch_size=int(_num(config, "batch-size", 32)),
+                learning_rate=float(_num(config, "lr", 0.05)),
+                optimizer=str(config.get("optimizer", "sgd")),  # type: ignore[arg-type]
+                seed=seed,
+            )
+            t1 = self.clock()
+            result = backend.fit(runtimes.TrainingData(x=x[train_idx], y=y[train_idx]), cfg)
+            train_s = self.clock() - t1
+        finally:
+            backend.close()
+        new = dict(params)
+        new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
+        metrics.update(
+            {
+                "num-examples": int(result.num_examples),
+                "train-loss": float(result.loss_curve[-1]) if result.loss_curve else float("nan"),
+                "train-s": train_s,
+            }
+        )
+        return TaskOutcome(
+            {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)},
+            train_s=train_s,
+            features_s=features_s,
+            num_examples=int(result.num_examples),
+        )
+
+    # -- the feature stage -------------------------------------------------------------------------------------------
+    def _module(self, config: Mapping[str, ConfigValue]) -> FeatureModule:
+        pin = config.get("feature-module")
+        sha = config.get("feature-module-sha256")
+        if not isinstance(pin, str) or "@" not in pin or not isinstance(sha, str):
+            raise TaskDeclined("no-feature-pin", "the task must pin 'feature-module' (name@version) and its sha256")
+        name, version = pin.split("@", 1)
+        if sha in self._modules:
+            return self._modules[sha]
+        seen: list[str] = []
+        for path in self.feature_modules:
+            try:
+                module = FeatureModule.load(path, limits=self.sandbox, cache_dir=self.module_cache_dir)
+            except FeatureError:
+                continue
+            m = module.manifest
+            seen.append(f"{m.name}@{m.version}")
+            if (m.name, m.version, module.sha256) == (name, version, sha):
+                self._modules[sha] = module
+                return module
+            module.close()
+        raise TaskDeclined(
+            "feature-module-pin",
+            f"no local module is {pin} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
+        )
+
+    def _features(self, config: Mapping[str, ConfigValue]) -> tuple[np.ndarray, np.ndarray]:
+        module = self._module(config)
+        local = self.data.load()
+        try:
+            out = module.extract({c.name: local.columns[c.name] for c in module.manifest.inputs})
+        except KeyError as exc:
+            raise TaskDeclined("data-mismatch", f"local data lacks the module input column {exc}") from exc
+        numeric = [c for c in module.manifest.outputs if c.dtype != "ascii"]
+        scale = config.get("feature-scale", [1.0] * len(numeric))
+        if not isinstance(scale, list) or len(scale) != len(numeric):
+            raise TaskDeclined("bad-config", f"feature-scale must list {len(numeric)} divisors")
+        cols = [
+            np.asarray(out[c.name], dtype=np.float32).reshape(len(local.labels), -1) / float(s)  # type: ignore[arg-type]
+            for c, s in zip(numeric, scale, strict=True)
+        ]
+        if local.x is not None:
+            cols.insert(0, np.asarray(local.x, dtype=np.float32).reshape(len(local.labels), -1))
+        ok = out["status"] == 0
+        x = np.concatenate(cols, axis=1)[ok]
+        y = np.asarray(local.labels)[ok]
+        if len(y) == 0:
+            raise TaskDeclined("no-data", "no valid local examples after feature extraction")
+        return x, y
+
+
+def _config(content: RecordDict) -> dict[str, ConfigValue]:
+    rec = content.get("config")
+    return dict(rec.values) if isinstance(rec, ConfigRecord) else {}
+
+
+def _num(config: Mapping[str, ConfigValue], key: str, default: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TaskDeclined("bad-config", f"config {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _model_spec(config: Mapping[str, ConfigValue]) -> Any:
+    import runtimes
+
+    raw = config.get("model-spec")
+    if not isinstance(raw, str):
+        raise TaskDeclined("bad-config", "config 'model-spec' (JSON) is missing")
+    try:
+        spec = json.loads(raw)
+        layers = tuple(
+            runtimes.DenseLayer(in_features=int(i), out_features=int(o), activation=a) for i, o, a in spec["layers"]
+        )
+        return runtimes.DenseStack(layers=layers, loss=spec.get("loss", "cross_entropy"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TaskDeclined("bad-config", f"model-spec is not a valid dense stack: {exc}") from exc

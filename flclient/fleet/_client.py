@@ -1,0 +1,321 @@
+"""A Fleet API client: Flower's SuperLink <-> SuperNode protocol as protobuf over HTTP (flwr 1.41.0).
+
+Every call is ``POST /v1/fleet/<name>`` with ``application/protobuf`` bodies and three headers that SuperLink
+checks even without node authentication: the node's public key, an ISO-8601 UTC timestamp and an ECDSA-SHA256
+signature over that timestamp. Transient failures (no answer, 429, 5xx) are retried with capped exponential
+backoff and full jitter; the clock, the sleep and the random generator are injected.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+
+from .._errors import (
+    FleetAuthError,
+    FleetProtocolError,
+    FleetRunNotRunning,
+    FleetUnavailable,
+    ObjectIntegrityError,
+)
+from ._objects import DecodeLimits, EncodedMessage, iter_tree_ids, object_id
+from ._proto import flclient_fleet_pb2 as pb
+from ._transport import Transport, TransportError, TransportResponse
+
+__all__ = ["FLEET_PROTOCOL_VERSION", "FleetClient", "NodeKey", "PulledMessage", "RetryPolicy", "TrafficCounter"]
+
+FLEET_PROTOCOL_VERSION = "flwr-1.41.0"
+"""The Flower release whose Fleet API this client speaks and is tested against."""
+
+_CONTENT_TYPE = "application/protobuf"
+_R = TypeVar("_R", bound=ProtoMessage)
+
+
+class NodeKey:
+    """The node's ECDSA key (NIST P-384): it signs every request's timestamp and identifies the node."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = private_key
+        self.public_pem = private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self._public_b64 = base64.b64encode(self.public_pem).decode("ascii")
+
+    @classmethod
+    def generate(cls) -> NodeKey:
+        """A fresh key."""
+        return cls(ec.generate_private_key(ec.SECP384R1()))
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> NodeKey:
+        """Load a key written by :meth:`to_pem`."""
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the node key must be an elliptic-curve private key")
+        return cls(key)
+
+    def to_pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM (keep it in the device's private state)."""
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def auth_headers(self, now: float) -> dict[str, str]:
+        """The ``flwr-public-key`` / ``flwr-timestamp`` / ``flwr-signature`` headers for a request sent at ``now``."""
+        ts = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat()
+        sig = self._key.sign(ts.encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        return {
+            "flwr-public-key": self._public_b64,
+            "flwr-timestamp": ts,
+            "flwr-signature": base64.b64encode(sig).decode("ascii"),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter for transient failures.
+
+    The n-th retry waits ``uniform(0, min(max_backoff_s, initial_backoff_s * multiplier**n))``; a call gives up
+    after ``max_attempts`` tries with :class:`~flclient.FleetUnavailable`. ``timeout_s`` bounds each request.
+    """
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 20.0
+    multiplier: float = 2.0
+    max_attempts: int = 6
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial_backoff_s <= self.max_backoff_s:
+            raise ValueError(
+                f"need 0 < initial_backoff_s <= max_backoff_s, got {self.initial_backoff_s}, {self.max_backoff_s}"
+            )
+        if self.multiplier < 1:
+            raise ValueError(f"multiplier must be at least 1, got {self.multiplier}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """The waits between attempts (one fewer than ``max_attempts``)."""
+        for n in range(self.max_attempts - 1):
+            yield rng.uniform(0, min(self.max_backoff_s, self.initial_backoff_s * self.multiplier**n))
+
+
+@dataclass
+class TrafficCounter:
+    """Bytes sent and received (HTTP bodies), and retries made, since the last :meth:`take`."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    retries: int = 0
+
+    def take(self) -> TrafficCounter:
+        """Return the counts so far and reset them."""
+        out = TrafficCounter(self.bytes_up, self.bytes_down, self.retries)
+        self.bytes_up = self.bytes_down = self.retries = 0
+        return out
+
+
+@dataclass(frozen=True)
+class PulledMessage:
+    """An instruction as ``pull-messages`` announces it: its metadata and the tree of objects to pull."""
+
+    metadata: pb.Metadata
+    tree: pb.ObjectTree
+    error: pb.Error | None = None
+
+    @property
+    def message_id(self) -> str:
+        """The instruction's id (its root object's id)."""
+        return self.metadata.message_id
+
+
+@dataclass
+class FleetClient:
+    """The Fleet API, one method per call; raises the :class:`~flclient.FleetError` family.
+
+    Example::
+
+        client = FleetClient(HttpxTransport("http://127.0.0.1:9093"), NodeKey.generate())
+        node_id = client.register()
+        client.activate(node_id, heartbeat_interval_s=30)
+        for msg in client.pull_messages(node_id):
+            objects = client.pull_objects(node_id, msg)
+    """
+
+    transport: Transport
+    key: NodeKey
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    traffic: TrafficCounter = field(default_factory=TrafficCounter)
+
+    # -- node lifecycle -------------------------------------------------------------------------------------
+    def register(self) -> int:
+        """Register the node's public key; returns its node id."""
+        r = self._call(
+            "register-node", pb.RegisterNodeFleetRequest(public_key=self.key.public_pem), pb.RegisterNodeFleetResponse
+        )
+        return int(r.node_id)
+
+    def activate(self, heartbeat_interval_s: float) -> int:
+        """Mark the node online (heartbeat interval within SuperLink's [10, 1800] s); returns its node id."""
+        req = pb.ActivateNodeRequest(public_key=self.key.public_pem, heartbeat_interval=heartbeat_interval_s)
+        return int(self._call("activate-node", req, pb.ActivateNodeResponse).node_id)
+
+    def heartbeat(self, node_id: int, heartbeat_interval_s: float) -> bool:
+        """Tell SuperLink the node is alive; ``False`` means SuperLink no longer considers it active."""
+        req = pb.SendNodeHeartbeatRequest(node=pb.Node(node_id=node_id), heartbeat_interval=heartbeat_interval_s)
+        return bool(self._call("send-node-heartbeat", req, pb.SendNodeHeartbeatResponse).success)
+
+    def deactivate(self, node_id: int) -> None:
+        """Mark the node offline. Only after its last reply was collected (see the node loop)."""
+        self._call("deactivate-node", pb.DeactivateNodeRequest(node_id=node_id), pb.DeactivateNodeResponse)
+
+    # -- instructions ----------------------------------------------------------------------------------------
+    def pull_messages(self, node_id: int) -> list[PulledMessage]:
+        """Instructions waiting for this node (metadata and object trees; content is pulled separately)."""
+        r = self._call("pull-messages", pb.PullMessagesRequest(node=pb.Node(node_id=node_id)), pb.PullMessagesResponse)
+        if len(r.messages_list) != len(r.message_object_trees):
+            raise FleetProtocolError(
+                f"pull-messages returned {len(r.messages_list)} messages but {len(r.message_object_trees)} trees"
+            )
+        out = []
+        for msg, tree in zip(r.messages_list, r.message_object_trees, strict=True):
+            if tree.object_id != msg.metadata.message_id:
+                raise FleetProtocolError("pull-messages: a message's object tree does not start at the message id")
+            out.append(PulledMessage(msg.metadata, tree, msg.error if msg.HasField("error") else None))
+        return out
+
+    def pull_objects(
+        self, node_id: int, message: PulledMessage, *, have: Mapping[str, bytes] | None = None
+    ) -> dict[str, bytes]:
+        """Pull every object of ``message``'s tree not in ``have``; each is checked against its id and size."""
+        objects = dict(have or {})
+        ids = [oid for oid in iter_tree_ids(message.tree) if oid not in objects]
+        if len(ids) + len(objects) > self.limits.max_objects:
+            raise ObjectIntegrityError(f"the message names {len(ids)} objects, over {self.limits.max_objects}")
+        total = sum(len(c) for c in objects.values())
+        for oid in ids:
+            content = self.pull_object(node_id, message.metadata.run_id, oid)
+            total += len(content)
+            if total > self.limits.max_message_bytes:
+                raise ObjectIntegrityError(f"the message exceeds {self.limits.max_message_bytes} bytes")
+            objects[oid] = content
+        return objects
+
+    def pull_object(self, node_id: int, run_id: int, oid: str) -> bytes:
+        """One object, waiting (with backoff) while SuperLink has registered but not yet received it."""
+        delays = self.retry.delays(self.rng)
+        while True:
+            req = pb.PullObjectRequest(node=pb.Node(node_id=node_id), run_id=run_id, object_id=oid)
+            r = self._call("pull-object", req, pb.PullObjectResponse)
+            if not r.object_found:
+                raise ObjectIntegrityError(f"object {oid[:12]} is not known to the SuperLink")
+            if r.object_available:
+                content = bytes(r.object_content)
+                if len(content) > self.limits.max_object_bytes:
+                    raise ObjectIntegrityError(
+                        f"object {oid[:12]} is {len(content)} bytes, over {self.limits.max_object_bytes}"
+                    )
+                if object_id(content) != oid:
+                    raise ObjectIntegrityError(f"object {oid[:12]}: content does not hash to its id")
+                return content
+            delay = next(delays, None)
+            if delay is None:
+                raise FleetUnavailable(f"object {oid[:12]} did not become available")
+            self.sleep(delay)
+
+    def confirm(self, node_id: int, run_id: int, message_id: str) -> None:
+        """Tell SuperLink the instruction's objects were all received (it may then free them)."""
+        req = pb.ConfirmMessageReceivedRequest(
+            node=pb.Node(node_id=node_id), run_id=run_id, message_object_id=message_id
+        )
+        self._call("confirm-message-received", req, pb.ConfirmMessageReceivedResponse)
+
+    # -- replies ---------------------------------------------------------------------------------------------
+    def push_message(self, node_id: int, message: EncodedMessage, *, runtime_s: float | None = None) -> None:
+        """Push a reply: announce it, then push the objects SuperLink asks for, re-pushing any it did not store."""
+        req = pb.PushMessagesRequest(
+            node=pb.Node(node_id=node_id),
+            messages_list=[message.message],
+            message_object_trees=[message.tree],
+            clientapp_runtime_list=[runtime_s] if runtime_s is not None else [],
+        )
+        r = self._call("push-messages", req, pb.PushMessagesResponse)
+        run_id = message.message.metadata.run_id
+        for oid in r.objects_to_push:
+            content = message.objects.get(oid)
+            if content is None:
+                raise FleetProtocolError(f"push-messages asked for object {oid[:12]} that is not in the reply")
+            for _ in range(2):
+                pushed = pb.PushObjectRequest(
+                    node=pb.Node(node_id=node_id),
+                    run_id=run_id,
+                    object_id=oid,
+                    object_content=content,
+                    session_id=r.session_id,
+                )
+                if self._call("push-object", pushed, pb.PushObjectResponse).stored:
+                    break
+            else:
+                raise FleetProtocolError(f"SuperLink did not store object {oid[:12]}")
+
+    # -- the one place that talks HTTP ---------------------------------------------------------------------
+    def _call(self, name: str, request: ProtoMessage, response_type: type[_R]) -> _R:
+        body = request.SerializeToString()
+        delays = self.retry.delays(self.rng)
+        while True:
+            headers = {"Content-Type": _CONTENT_TYPE, "Accept": _CONTENT_TYPE, **self.key.auth_headers(self.clock())}
+            self.traffic.bytes_up += len(body)
+            failure: str
+            try:
+                resp = self.transport.post(f"/v1/fleet/{name}", body, headers, self.retry.timeout_s)
+            except TransportError as exc:
+                failure = str(exc)
+            else:
+                self.traffic.bytes_down += len(resp.content)
+                if resp.status == 200:
+                    return _parse(name, resp, response_type)
+                if resp.status == 401:
+                    raise FleetAuthError(f"{name}: SuperLink refused the node's credentials (401{_detail(resp)})")
+                if resp.status == 403:
+                    raise FleetRunNotRunning(f"{name}: the run is not running (403{_detail(resp)})")
+                if resp.status != 429 and resp.status < 500:
+                    raise FleetProtocolError(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}")
+                failure = f"HTTP {resp.status}{_detail(resp)}"
+            delay = next(delays, None)
+            if delay is None:
+                raise FleetUnavailable(f"{name}: gave up after {self.retry.max_attempts} attempts; last: {failure}")
+            self.traffic.retries += 1
+            self.sleep(delay)
+
+
+def _parse(name: str, resp: TransportResponse, response_type: type[_R]) -> _R:
+    ctype = {k.lower(): v for k, v in resp.headers.items()}.get("content-type", "")
+    if ctype.split(";")[0].strip() != _CONTENT_TYPE:
+        raise FleetProtocolError(f"{name}: expected {_CONTENT_TYPE}, got content type {ctype or 'none'!r}")
+    try:
+        msg = response_type.FromString(resp.content)
+    except DecodeError as exc:
+        raise FleetProtocolError(f"{name}: the answer is not a valid {response_type.__name__} ({exc})") from exc
+    return msg
+
+
+def _detail(resp: TransportResponse) -> str:
+    text = resp.content[:200].decode("utf-8", "replace").strip()
+    return f": {text}" if text else ""

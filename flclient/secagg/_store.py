@@ -1,0 +1,146 @@
+"""Durable protocol state of a device: one row per round, every stage transition one compare-and-set transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .._errors import SecAggStateError
+
+__all__ = ["InMemorySecAggStore", "RoundRecord", "SecAggStore", "SqliteSecAggStore"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundRecord:
+    """A round as the device left it: the stage reached, its secrets (JSON-able), and the last request/reply."""
+
+    stage: str
+    state: dict[str, Any] = field(default_factory=dict)
+    request_digest: bytes = b""
+    reply: bytes = b""
+
+
+class SecAggStore(Protocol):
+    """Where a device keeps its SecAgg rounds; ``save`` is atomic and refuses a stale ``expected`` stage."""
+
+    def load(self, round_id: bytes) -> RoundRecord | None:
+        """The round's record, or ``None`` when the device never took part in it."""
+        ...
+
+    def save(self, round_id: bytes, expected: str | None, record: RoundRecord) -> None:
+        """Replace the record if its stage is still ``expected`` (``None``: must not exist yet)."""
+        ...
+
+
+@dataclass
+class InMemorySecAggStore:
+    """A :class:`SecAggStore` in a dict: for tests and for devices without persistent state."""
+
+    rounds: dict[bytes, RoundRecord] = field(default_factory=dict)
+
+    def load(self, round_id: bytes) -> RoundRecord | None:
+        return self.rounds.get(round_id)
+
+    def save(self, round_id: bytes, expected: str | None, record: RoundRecord) -> None:
+        current = self.rounds.get(round_id)
+        if (current.stage if current else None) != expected:
+            raise SecAggStateError(f"round state changed underneath (expected {expected}, found {current})")
+        self.rounds[round_id] = record
+
+
+class SqliteSecAggStore:
+    """Rounds in a table of a SQLite file (WAL, ``synchronous=FULL``), plus the device's Ed25519 identity key.
+
+    Each :meth:`save` runs in one ``BEGIN IMMEDIATE`` transaction that checks the stage it expects, so a crash
+    leaves either the old stage with its old reply or the new stage with its new reply, never a mix.
+    """
+
+    def __init__(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db: sqlite3.Connection | None = sqlite3.connect(Path(path), isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS secagg_rounds (round_id BLOB PRIMARY KEY, stage TEXT NOT NULL,"
+                " state TEXT NOT NULL, request_digest BLOB NOT NULL, reply BLOB NOT NULL)"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS secagg_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        except sqlite3.Error as exc:
+            raise SecAggStateError(f"cannot open the SecAgg state store {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database; idempotent."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> SqliteSecAggStore:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ValueError("the SecAgg store is closed")
+        return self._db
+
+    def identity(self) -> Ed25519PrivateKey:
+        """The device's Ed25519 signing key, created on first use and kept in the store."""
+        db = self._conn()
+        row = db.execute("SELECT value FROM secagg_meta WHERE key = 'identity'").fetchone()
+        if row is None:
+            key = Ed25519PrivateKey.generate()
+            raw = key.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            db.execute("INSERT OR IGNORE INTO secagg_meta (key, value) VALUES ('identity', ?)", (raw,))
+            row = db.execute("SELECT value FROM secagg_meta WHERE key = 'identity'").fetchone()
+        return Ed25519PrivateKey.from_private_bytes(bytes(row[0]))
+
+    def load(self, round_id: bytes) -> RoundRecord | None:
+        try:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT stage, state, request_digest, reply FROM secagg_rounds WHERE round_id = ?", (round_id,)
+                )
+                .fetchone()
+            )
+            if row is None:
+                return None
+            return RoundRecord(
+                stage=row[0], state=json.loads(row[1]), request_digest=bytes(row[2]), reply=bytes(row[3])
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            raise SecAggStateError(f"cannot read SecAgg round state: {exc}") from exc
+
+    def save(self, round_id: bytes, expected: str | None, record: RoundRecord) -> None:
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise SecAggStateError(f"cannot write SecAgg round state: {exc}") from exc
+        try:
+            row = db.execute("SELECT stage FROM secagg_rounds WHERE round_id = ?", (round_id,)).fetchone()
+            if (row[0] if row else None) != expected:
+                raise SecAggStateError(f"round state changed underneath (expected {expected}, found {row})")
+            db.execute(
+                "INSERT OR REPLACE INTO secagg_rounds (round_id, stage, state, request_digest, reply)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (round_id, record.stage, json.dumps(record.state), record.request_digest, record.reply),
+            )
+            db.execute("COMMIT")
+        except BaseException as exc:
+            db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise SecAggStateError(f"cannot write SecAgg round state: {exc}") from exc
+            raise

@@ -1,0 +1,20 @@
+"""Server side of flclient: the Flower ServerApp plugin, aggregation, model versions and a local federation.
+
+Only this subpackage imports ``flwr`` (in :mod:`flclient.server.app`, installed with ``flclient[server]``);
+the aggregation and model-history code here is numpy only.
+"""
+
+from ._aggregate import AGGREGATIONS, AggregationResult, DeviceUpdate, aggregate
+from ._history import ModelHistory
+from ._local import LocalSuperLink, free_port, write_flower_app
+
+__all__ = [
+    "AGGREGATIONS",
+    "AggregationResult",
+    "DeviceUpdate",
+    "LocalSuperLink",
+    "ModelHistory",
+    "aggregate",
+    "free_port",
+    "write_flower_app",
+]

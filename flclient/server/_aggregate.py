@@ -1,0 +1,88 @@
+"""Aggregation of device updates (numpy only): weighted FedAvg, coordinate-wise median, trimmed mean, norm bound."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["AGGREGATIONS", "AggregationResult", "DeviceUpdate", "aggregate"]
+
+AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
+
+Params = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """One device's new parameters (the standard layout: full arrays) and how many examples produced them."""
+
+    node_id: int
+    parameters: Params
+    num_examples: int
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """The new global parameters and which updates were left out, with why."""
+
+    parameters: dict[str, np.ndarray]
+    used: tuple[int, ...]
+    rejected: Mapping[int, str]
+
+
+def _delta_norm(update: Params, base: Params) -> float:
+    return float(np.sqrt(sum(float(np.sum((np.asarray(update[k], np.float64) - base[k]) ** 2)) for k in base)))
+
+
+def aggregate(
+    base: Params,
+    updates: Sequence[DeviceUpdate],
+    *,
+    method: str = "fedavg",
+    trim_fraction: float = 0.1,
+    norm_bound: float | None = None,
+) -> AggregationResult:
+    """Aggregate ``updates`` of the global model ``base``.
+
+    Updates with other parameter names or shapes, non-finite values, no examples, or a delta whose L2 norm
+    exceeds ``norm_bound`` are rejected (a Byzantine or broken device cannot move the model arbitrarily far).
+    ``fedavg`` weights by examples; ``median`` and ``trimmed-mean`` (dropping ``trim_fraction`` of the values
+    at each end, per coordinate) are unweighted and robust to a minority of outliers.
+    """
+    if method not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
+    if not 0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    rejected: dict[int, str] = {}
+    good: list[DeviceUpdate] = []
+    for u in updates:
+        if set(u.parameters) != set(base):
+            rejected[u.node_id] = "parameter names differ from the global model"
+        elif any(np.shape(u.parameters[k]) != np.shape(base[k]) for k in base):
+            rejected[u.node_id] = "parameter shapes differ from the global model"
+        elif not all(np.all(np.isfinite(u.parameters[k])) for k in base):
+            rejected[u.node_id] = "non-finite parameters"
+        elif u.num_examples <= 0:
+            rejected[u.node_id] = "no examples"
+        elif norm_bound is not None and (norm := _delta_norm(u.parameters, base)) > norm_bound:
+            rejected[u.node_id] = f"update norm {norm:.3g} exceeds the bound {norm_bound:.3g}"
+        else:
+            good.append(u)
+    if not good:
+        return AggregationResult({k: np.array(v, copy=True) for k, v in base.items()}, (), rejected)
+    out: dict[str, np.ndarray] = {}
+    for k, ref in base.items():
+        stack = np.stack([np.asarray(u.parameters[k], dtype=np.float64) for u in good])
+        if method == "fedavg":
+            w = np.array([u.num_examples for u in good], dtype=np.float64)
+            value = np.tensordot(w / w.sum(), stack, axes=1)
+        elif method == "median":
+            value = np.median(stack, axis=0)
+        else:
+            cut = int(np.floor(trim_fraction * len(good)))
+            srt = np.sort(stack, axis=0)
+            value = srt[cut : len(good) - cut].mean(axis=0)
+        out[k] = value.astype(np.asarray(ref).dtype)
+    return AggregationResult(out, tuple(u.node_id for u in good), rejected)
