@@ -197,6 +197,7 @@ def test_oversized_payloads_are_rejected_before_allocation(codec: UpdateCodec) -
 @pytest.mark.parametrize("codec", CODECS, ids=IDS)
 @given(position=st.integers(0, 10**9), bit=st.integers(0, 7), fix_crc=st.booleans())
 @example(position=9448, bit=0, fix_crc=True)  # once decoded an int8 scale near float32 max to inf
+@example(position=16910390, bit=3, fix_crc=True)  # a smaller coordinate count in a rotated payload
 def test_bit_flips_raise_the_codec_error_or_decode_to_finite_values(
     codec: UpdateCodec, position: int, bit: int, fix_crc: bool
 ) -> None:
@@ -209,7 +210,9 @@ def test_bit_flips_raise_the_codec_error_or_decode_to_finite_values(
     except UpdateCodecError:
         return
     assert fix_crc, "a flipped bit must fail the checksum"
-    assert y.shape == (x.size,) and np.isfinite(y).all()
+    # Under a recomputed checksum a flipped bit can be a different, valid payload (e.g. a smaller coordinate
+    # count that pads to the same rotation block): it must still decode within bounds to finite values.
+    assert y.ndim == 1 and y.size <= x.size and np.isfinite(y).all()
 
 
 def test_unknown_codec_and_version_are_rejected() -> None:
