@@ -1,7 +1,14 @@
-"""flclient: the on-device federated-learning client SDK."""
+"""flclient: the on-device federated-learning client SDK.
 
-from ._client import AsyncClient, Client
-from ._config import DeviceConfig
+The front doors (``Client``, ``FeatureModule``, ...) are imported on first use, so that ``import flclient``
+in a daemon costs milliseconds, not the hundreds that wasmtime, numpy and protobuf take to load.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     DeviceConfigError,
     FeatureError,
@@ -24,8 +31,22 @@ from ._errors import (
     UpdateError,
     UpdateInputError,
 )
-from .features import FeatureModule, SandboxLimits
-from .gate import EligibilityPolicy, ParticipationGate
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+    from ._config import DeviceConfig
+    from .features import FeatureModule, SandboxLimits
+    from .gate import EligibilityPolicy, ParticipationGate
+
+_LAZY = {
+    "AsyncClient": "._client",
+    "Client": "._client",
+    "DeviceConfig": "._config",
+    "EligibilityPolicy": ".gate",
+    "FeatureModule": ".features",
+    "ParticipationGate": ".gate",
+    "SandboxLimits": ".features",
+}
 
 __all__ = [
     "AsyncClient",
@@ -58,3 +79,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flclient' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
