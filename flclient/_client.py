@@ -31,6 +31,9 @@ from ._state import StateStore
 from ._task import DataSource, NpzDataSource, TaskExecutor
 from .fleet._client import FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
+from .gate import DeviceSignals, ParticipationGate, SignalSource, SystemClock
+from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
+from .update import SqliteResidualStore, secure_generator
 
 __all__ = ["AsyncClient", "Client", "json_logger"]
 
@@ -50,7 +53,8 @@ class Client:
     """A device node: its state store, Fleet client and task executor, from one :class:`DeviceConfig`.
 
     ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
-    configured ``.npz`` data source; ``rng`` seeds backoff jitter. ``close()`` is idempotent.
+    configured ``.npz`` data source; ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
+    signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``). ``close()`` is idempotent.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Client:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        signals: SignalSource | None = None,
     ) -> None:
         self.config = config
         self._log = log or json_logger()
@@ -82,10 +87,21 @@ class Client:
             sleep=sleep,
             rng=rng or random.Random(),
         )
+        self._secagg_store = SqliteSecAggStore(config.state_dir / "secagg.sqlite")
+        self._residuals = SqliteResidualStore(config.state_dir / "update-residuals.sqlite")
+        gate = None
+        if config.gate_policy is not None:
+            gate = ParticipationGate(
+                policy=config.gate_policy,
+                signals=signals or DeviceSignals(data_dir=config.state_dir),
+                clock=SystemClock(),
+            )
         self.executor = TaskExecutor(
             data=data or NpzDataSource(config.data),
             feature_modules=config.feature_modules,
             module_cache_dir=config.state_dir / "module-cache",
+            gate=gate,
+            residuals=self._residuals,
         )
         self.node = FleetNode(
             fleet=self.fleet,
@@ -100,8 +116,21 @@ class Client:
             log=self._log,
             telemetry=TelemetryLog(config.telemetry_path),
             wall=clock,
+            on_connect=self._bind_secagg,
         )
         self._closed = False
+
+    def _bind_secagg(self, node_id: int) -> None:
+        """SecAgg needs the node id SuperLink gave this device: (re)build the handler once it is known."""
+        current = self.executor.secagg
+        if current is None or current.device.node_id != node_id:
+            device = SecAggDevice(
+                node_id=node_id,
+                identity=self._secagg_store.identity(),
+                store=self._secagg_store,
+                rng=secure_generator(),
+            )
+            self.executor.secagg = SecAggTaskHandler(device=device)
 
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
@@ -127,6 +156,8 @@ class Client:
             self._closed = True
             self.executor.close()
             self._transport.close()
+            self._secagg_store.close()
+            self._residuals.close()
             self.store.close()
 
     def __enter__(self) -> Client:

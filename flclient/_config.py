@@ -11,6 +11,10 @@ Example::
     data = "data.npz"                         # local records (feature-module inputs, label, optional x)
     feature_modules = ["modules/device_context-1.0.0.wasm"]
 
+    [gate]                                    # optional: without it the device trains whenever asked
+    profile = "rpi4b"                         # a device-class profile (id or .toml path), and/or
+    policy = "gate.toml"                      # an EligibilityPolicy file overlaid on it
+
 Relative paths are resolved against the directory of the configuration file.
 """
 
@@ -23,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ._errors import DeviceConfigError
+from ._errors import DeviceConfigError, GateError
+from .gate import EligibilityPolicy, load_profile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +57,7 @@ class DeviceConfig:
     request_timeout_s: float = 30.0
     max_backoff_s: float = 20.0
     telemetry_log: Path | None = None
+    gate_policy: EligibilityPolicy | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,9 +101,9 @@ class DeviceConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> DeviceConfig:
         """Build from parsed TOML tables ``[superlink]`` and ``[device]``."""
-        unknown = set(raw) - {"superlink", "device"}
+        unknown = set(raw) - {"superlink", "device", "gate"}
         if unknown:
-            raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected [superlink] and [device]")
+            raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected [superlink], [device], [gate]")
         link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
         dev = _table(
             raw, "device", {"state_dir", "data", "feature_modules", "poll_interval_s", "reply_grace_s", "telemetry_log"}
@@ -127,8 +133,19 @@ class DeviceConfig:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise DeviceConfigError(f"{where}.{key} must be a number, got {value!r}")
                     numbers[key] = float(value)
+        gate_policy = None
+        if "gate" in raw:
+            gate = _table(raw, "gate", {"profile", "policy"})
+            try:
+                policy = load_profile(str(gate["profile"])).policy() if "profile" in gate else EligibilityPolicy()
+                if "policy" in gate:
+                    policy = EligibilityPolicy.from_toml(path(gate, "policy", "gate"), base=policy)
+            except (GateError, ValueError, OSError) as exc:
+                raise DeviceConfigError(f"[gate]: {exc}") from exc
+            gate_policy = policy
         return cls(
             superlink_url=url,
+            gate_policy=gate_policy,
             state_dir=path(dev, "state_dir", "device"),
             data=path(dev, "data", "device"),
             feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),

@@ -97,6 +97,7 @@ class FleetNode:
         telemetry: TelemetryLog | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_connect: Callable[[int], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -106,6 +107,7 @@ class FleetNode:
         self._telemetry = telemetry
         self._monotonic = monotonic
         self._wall = wall
+        self._on_connect = on_connect
         self.node_id: int | None = None
         self._last_heartbeat = -float("inf")
         self._last_push: float | None = None
@@ -132,6 +134,8 @@ class FleetNode:
         self.node_id = node_id
         self.store.set_meta("node_id", str(node_id).encode())
         self._last_heartbeat = self._monotonic()
+        if self._on_connect is not None:
+            self._on_connect(node_id)
         self._log({"event": "connected", "node_id": node_id})
         return node_id
 

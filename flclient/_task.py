@@ -14,7 +14,19 @@ The task config (``content["config"]``) says what to run:
 ``epochs`` ``batch-size`` ``lr`` ``optimizer`` ``seed``   training settings (``runtimes.TrainConfig``)
 ``eval-fraction``          share of local examples held out for evaluation (seeded split)
 ``model-version``          the global model's version, echoed in the reply metrics
+``update-codec``           reply with an encoded delta instead of the new arrays (see :func:`update_pipeline`):
+                           ``fp32`` ``fp16`` ``bf16`` ``int8`` ``rotated1`` ``rotated2`` ``rotated4`` ``topk``
+``clip-norm``              L2 bound of the delta (needed by DP); ``topk-fraction`` the share top-k keeps
+``dp-noise-multiplier``    local Gaussian DP noise (std = multiplier x clip-norm); ``dp-mode`` must be ``local``
 =========================  ==========================================================================
+
+With ``update-codec`` set, a train reply is ``{"update": ArrayRecord({"payload": uint8 bytes}), "metrics": ...}``:
+the bytes of :meth:`flclient.update.EncodedUpdate.to_bytes`, which the server reads with
+:func:`flclient.update.decode_update`. Without it the reply keeps Flower's plain float32 ``"arrays"``.
+
+A ``gate`` (:class:`flclient.gate.ParticipationGate`) is asked ``may_start`` before training and ``may_continue``
+after it; a device that may not train declines with reason ``not-eligible`` and the gate's coarse reasons.
+A ``secagg`` handler answers SecAgg stage instructions, running this executor for the masked update.
 """
 
 from __future__ import annotations
@@ -28,11 +40,44 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._errors import FeatureError, TaskDeclined
+from ._errors import FeatureError, PrivacyBudgetExhausted, TaskDeclined
 from .features import FeatureModule, SandboxLimits
 from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, RecordDict
+from .gate import ParticipationGate, RoundOutcome
+from .secagg import SecAggTaskHandler
+from .update import (
+    BlockInt8Codec,
+    ClipConfig,
+    ClipStage,
+    EncodeStage,
+    ErrorFeedback,
+    Float16Codec,
+    LosslessFloat32Codec,
+    PrivacyConfig,
+    PrivacyLedger,
+    PrivacyStage,
+    ResidualStore,
+    RotatedCodec,
+    TopKCodec,
+    UpdateCodec,
+    UpdatePipeline,
+    UpdateStage,
+    secure_generator,
+)
 
-__all__ = ["DataSource", "LocalData", "NpzDataSource", "TaskExecutor", "TaskOutcome"]
+__all__ = [
+    "UPDATE_CODECS",
+    "UPDATE_RECORD",
+    "DataSource",
+    "LocalData",
+    "NpzDataSource",
+    "TaskExecutor",
+    "TaskOutcome",
+    "update_pipeline",
+]
+
+UPDATE_RECORD = "update"
+UPDATE_CODECS = ("fp32", "fp16", "bf16", "int8", "rotated1", "rotated2", "rotated4", "topk")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -99,6 +144,11 @@ class TaskExecutor:
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     backend: str = "numpy"
     clock: Callable[[], float] = time.perf_counter
+    gate: ParticipationGate | None = None
+    secagg: SecAggTaskHandler | None = None
+    ledger: PrivacyLedger | None = None
+    residuals: ResidualStore | None = None
+    update_rng: Callable[[], np.random.Generator] = secure_generator
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
 
     def close(self) -> None:
@@ -109,6 +159,8 @@ class TaskExecutor:
 
     def run(self, message_type: str, content: RecordDict) -> TaskOutcome:
         """Execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run as asked."""
+        if self.secagg is not None and self.secagg.wants(content):
+            return TaskOutcome(self.secagg.run(content, lambda c: self.run(message_type, c).content))
         kind = message_type.split(".")[0]
         config = _config(content)
         if kind == "query":
@@ -121,6 +173,15 @@ class TaskExecutor:
         arrays = content.get("arrays")
         if not isinstance(arrays, ArrayRecord):
             raise TaskDeclined("no-model", "the instruction carries no 'arrays' record")
+        pipeline = (
+            update_pipeline(config, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
+            if kind == "train"
+            else None
+        )
+        if kind == "train" and self.gate is not None:
+            start = self.gate.may_start()
+            if not start.eligible:
+                raise _not_eligible(RoundOutcome(status="not_eligible", reasons=tuple(r.value for r in start.reasons)))
         t0 = self.clock()
         x, y = self._features(config)
         features_s = self.clock() - t0
@@ -165,6 +226,12 @@ class TaskExecutor:
             train_s = self.clock() - t1
         finally:
             backend.close()
+        if self.gate is not None:
+            cont = self.gate.may_continue()
+            if not cont.eligible:
+                self.gate.record_abandoned()
+                raise _not_eligible(RoundOutcome(status="abandoned", reasons=tuple(r.value for r in cont.reasons)))
+            self.gate.record_completed()
         new = dict(params)
         new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
         metrics.update(
@@ -174,8 +241,21 @@ class TaskExecutor:
                 "train-s": train_s,
             }
         )
+        if pipeline is not None:
+            round_id = f"{int(_num(config, 'server-round', 0))}/{int(_num(config, 'model-version', 0))}"
+            try:
+                encoded = pipeline.run(round_id=round_id, new=new, old=params, names=list(params)).to_bytes()
+            except PrivacyBudgetExhausted as exc:
+                raise TaskDeclined("privacy-budget", str(exc)) from exc
+            metrics["update-bytes"] = len(encoded)
+            reply: RecordDict = {
+                UPDATE_RECORD: ArrayRecord({"payload": np.frombuffer(encoded, dtype=np.uint8)}),
+                "metrics": MetricRecord(metrics),
+            }
+        else:
+            reply = {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}
         return TaskOutcome(
-            {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)},
+            reply,
             train_s=train_s,
             features_s=features_s,
             num_examples=int(result.num_examples),
@@ -230,6 +310,61 @@ class TaskExecutor:
         if len(y) == 0:
             raise TaskDeclined("no-data", "no valid local examples after feature extraction")
         return x, y
+
+
+def update_pipeline(
+    config: Mapping[str, ConfigValue],
+    *,
+    ledger: PrivacyLedger | None = None,
+    residuals: ResidualStore | None = None,
+    rng: Callable[[], np.random.Generator] = secure_generator,
+) -> UpdatePipeline | None:
+    """The clip -> DP -> encode pipeline a task config asks for, or None (plain arrays) without ``update-codec``.
+
+    A config this device cannot honour is declined (``bad-config``), never silently weakened.
+    """
+    name = config.get("update-codec")
+    if name is None or name == "":
+        return None
+    codec: UpdateCodec
+    if name == "fp32":
+        codec = LosslessFloat32Codec()
+    elif name in ("fp16", "bf16"):
+        codec = Float16Codec(kind=name)
+    elif name == "int8":
+        codec = BlockInt8Codec()
+    elif name in ("rotated1", "rotated2", "rotated4"):
+        codec = RotatedCodec(bits=int(name[-1]))
+    elif name == "topk":
+        fraction = _num(config, "topk-fraction", 0.01)
+        if not 0 < fraction <= 1:
+            raise TaskDeclined("bad-config", f"topk-fraction must be in (0, 1], got {fraction}")
+        codec = TopKCodec(fraction=fraction)
+    else:
+        raise TaskDeclined("bad-config", f"update-codec must be one of {', '.join(UPDATE_CODECS)}, got {name!r}")
+    stages: list[UpdateStage] = []
+    clip = _num(config, "clip-norm", 0.0)
+    if clip < 0 or not np.isfinite(clip):
+        raise TaskDeclined("bad-config", f"clip-norm must be a positive number (0 = off), got {clip}")
+    if clip:
+        stages.append(ClipStage(config=ClipConfig(max_norm=clip)))
+    noise = _num(config, "dp-noise-multiplier", 0.0)
+    if noise:
+        mode = config.get("dp-mode", "local")
+        if mode != "local":
+            raise TaskDeclined("bad-config", f"dp-mode {mode!r} is not supported by this server path; use 'local'")
+        if not clip:
+            raise TaskDeclined("bad-config", "dp-noise-multiplier needs clip-norm (the sensitivity)")
+        if not (noise > 0 and np.isfinite(noise)):
+            raise TaskDeclined("bad-config", f"dp-noise-multiplier must be a positive number, got {noise}")
+        stages.append(PrivacyStage(config=PrivacyConfig(mode="local", noise_multiplier=noise), ledger=ledger))
+    feedback = ErrorFeedback(store=residuals) if residuals is not None and not codec.unbiased else None
+    stages.append(EncodeStage(codec=codec, rng=rng(), error_feedback=feedback))
+    return UpdatePipeline(stages)
+
+
+def _not_eligible(outcome: RoundOutcome) -> TaskDeclined:
+    return TaskDeclined("not-eligible", json.dumps(outcome.to_reply(), sort_keys=True))
 
 
 def _config(content: RecordDict) -> dict[str, ConfigValue]:

@@ -65,7 +65,9 @@ class SqliteSecAggStore:
     def __init__(self, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db: sqlite3.Connection | None = sqlite3.connect(Path(path), isolation_level=None, timeout=30.0)
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                Path(path), isolation_level=None, timeout=30.0, check_same_thread=False
+            )  # one user at a time, handed between the node's worker threads
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(

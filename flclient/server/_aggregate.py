@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AGGREGATIONS", "AggregationResult", "DeviceUpdate", "aggregate"]
+from .._errors import UpdateCodecError
+from ..update import decode_update
+
+__all__ = ["AGGREGATIONS", "AggregationResult", "DeviceUpdate", "aggregate", "apply_encoded_update"]
 
 AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 
@@ -86,3 +89,23 @@ def aggregate(
             value = srt[cut : len(good) - cut].mean(axis=0)
         out[k] = value.astype(np.asarray(ref).dtype)
     return AggregationResult(out, tuple(u.node_id for u in good), rejected)
+
+
+def apply_encoded_update(base: Params, payload: bytes) -> dict[str, np.ndarray]:
+    """A device's encoded delta (:meth:`flclient.update.EncodedUpdate.to_bytes`) applied to ``base``.
+
+    Decoding is bounded by the global model's size; an update that is malformed, names other layers, has other
+    shapes or non-finite values raises :class:`~flclient.UpdateCodecError` (the caller rejects that device).
+    """
+    _, delta = decode_update(payload, max_coords=sum(int(np.size(v)) for v in base.values()))
+    if set(delta) != set(base):
+        raise UpdateCodecError("the update's layers differ from the global model")
+    out: dict[str, np.ndarray] = {}
+    for name, ref in base.items():
+        d = delta[name]
+        if d.shape != np.shape(ref):
+            raise UpdateCodecError(f"layer {name!r} has shape {d.shape}, the global model {np.shape(ref)}")
+        if not np.all(np.isfinite(d)):
+            raise UpdateCodecError(f"layer {name!r} has non-finite values")
+        out[name] = (np.asarray(ref, dtype=np.float32) + d).astype(np.asarray(ref).dtype)
+    return out

@@ -9,11 +9,15 @@ Submit it as a Flower app whose ``serverapp`` component is ``flclient.server.app
 ``model-spec`` (JSON) ``init-seed`` ``lr`` ``epochs`` ``batch-size`` ``seed`` ``eval-fraction``
 ``history-dir`` (model versions) ``metrics-path`` (JSON lines, one per round) ``start-version`` (resume/rollback)
 ``rollback-drop`` (roll back when accuracy falls this much below the best version; 0 = off)
+``update-codec`` (fp32 | fp16 | bf16 | int8 | rotated1 | rotated2 | rotated4 | topk; unset = plain float32 arrays)
+``clip-norm`` ``topk-fraction`` ``dp-noise-multiplier`` ``dp-mode`` (local)   the devices' update pipeline
+``secagg`` (true: SecAgg+ training rounds) ``secagg-clip`` ``secagg-bits``   secure aggregation
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +27,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from ._aggregate import DeviceUpdate, aggregate
+from .._errors import SecAggAborted, UpdateCodecError
+from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
 from ._history import ModelHistory
 
 __all__ = ["app", "run_federation"]
@@ -108,6 +113,18 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         task_config["feature-module-sha256"] = str(cfg.get("feature-module-sha256", ""))
     if cfg.get("feature-scale"):
         task_config["feature-scale"] = [float(s) for s in str(cfg["feature-scale"]).split(",")]
+    for key in ("update-codec", "dp-mode"):
+        if cfg.get(key):
+            task_config[key] = str(cfg[key])
+    for key in ("clip-norm", "topk-fraction", "dp-noise-multiplier"):
+        if key in cfg:
+            task_config[key] = float(cfg[key])
+    if task_config.get("dp-mode", "local") != "local":
+        raise ValueError("dp-mode must be 'local': this server adds no central noise")
+    secagg = _truthy(cfg.get("secagg", False))
+    if secagg and task_config.get("update-codec"):
+        raise ValueError("secagg and update-codec exclude each other: SecAgg masks its own quantised update")
+    tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
     method = str(cfg.get("aggregation", "fedavg"))
     norm_bound = float(cfg.get("norm-bound", 0.0)) or None
     timeout = float(cfg.get("round-timeout-s", 120))
@@ -126,8 +143,19 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             }
         )
         kind = MessageType.EVALUATE if final else MessageType.TRAIN
+        if secagg and not final:
+            sa_record: dict[str, Any] = {"event": "round", "round": rnd, "version": version, "nodes": len(nodes)}
+            params, version = _secagg_round(
+                grid, nodes, params, version, task_config, cfg, rnd, tag, history, sa_record
+            )
+            sa_record["new_version"] = version
+            sa_record["round_s"] = time.monotonic() - t0
+            metrics.write(sa_record)
+            continue
         replies = _send(grid, nodes, kind, content, str(rnd), timeout)
         updates: list[DeviceUpdate] = []
+        undecodable: dict[int, str] = {}
+        update_bytes = 0
         reply_metrics: list[tuple[int, dict[str, Any]]] = []
         failures: dict[str, int] = {}
         per_node: dict[int, int] = {}
@@ -144,6 +172,16 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             if not final and "arrays" in reply.content.array_records:
                 arrays = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
                 updates.append(DeviceUpdate(src, arrays, n))
+            elif not final and "update" in reply.content.array_records:
+                payload = reply.content.array_records["update"].get("payload")
+                try:
+                    if payload is None:
+                        raise UpdateCodecError("the 'update' record has no 'payload'")
+                    raw = payload.numpy().tobytes()
+                    update_bytes += len(raw)
+                    updates.append(DeviceUpdate(src, apply_encoded_update(params, raw), n))
+                except (UpdateCodecError, ValueError) as exc:
+                    undecodable[src] = f"undecodable update: {exc}"
         record: dict[str, Any] = {
             "event": "evaluate" if final else "round",
             "round": rnd,
@@ -157,6 +195,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             "train_loss": _weighted([(int(m.get("num-examples", 0)), m) for _, m in reply_metrics], "train-loss"),
             "device_s": _weighted([(1, m) for _, m in reply_metrics], "device-s"),
             "train_s": _weighted([(1, m) for _, m in reply_metrics], "train-s"),
+            "update_bytes": update_bytes,
         }
         acc = record["eval_acc"]
         if acc is not None and acc > best[0]:
@@ -167,7 +206,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
                 params = history.load(version)
                 record["rolled_back_to"] = best[1]
             result = aggregate(params, updates, method=method, norm_bound=norm_bound)
-            record["rejected"] = {str(k): v for k, v in result.rejected.items()}
+            record["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
             if result.used:
                 params = result.parameters
                 version = history.commit(params, {"round": rnd, "used": list(result.used)})
@@ -175,6 +214,46 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         record["round_s"] = time.monotonic() - t0
         metrics.write(record)
     metrics.write({"event": "done", "version": version})
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _secagg_round(
+    grid: Grid,
+    nodes: list[int],
+    params: dict[str, np.ndarray],
+    version: int,
+    task_config: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    rnd: int,
+    tag: str,
+    history: ModelHistory,
+    record: dict[str, Any],
+) -> tuple[dict[str, np.ndarray], int]:
+    """One SecAgg+ training round in place of plain aggregation; an aborted round keeps the model."""
+    from ._secagg import SecAggRoundConfig, secagg_train_round
+
+    sa_cfg = SecAggRoundConfig(
+        clip=float(cfg.get("secagg-clip", 1.0)),
+        bits=int(cfg.get("secagg-bits", 24)),
+        timeout_s=float(cfg.get("round-timeout-s", 120)),
+    )
+    config = ConfigRecord({**task_config, "server-round": rnd, "model-version": version})
+    try:
+        outcome = secagg_train_round(grid, nodes, params, config, sa_cfg, round_tag=f"{tag}/{rnd}")
+    except SecAggAborted as exc:
+        record["secagg"] = {"aborted": str(exc)}
+        return params, version
+    result = outcome.result
+    record["secagg"] = {
+        "survivors": len(result.survivors),
+        "dropped": len(result.dropped),
+        "rejected": {str(k): str(v) for k, v in result.rejected.items()},
+    }
+    new_version = history.commit(outcome.parameters, {"round": rnd, "secagg": list(result.survivors)})
+    return outcome.parameters, new_version
 
 
 @app.main()
