@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ._errors import StateStoreError
+from ._sqlite import SqliteFile
 
 __all__ = ["PendingInstruction", "PendingReply", "StateStore"]
 
@@ -78,7 +78,7 @@ class PendingReply:
     runtime_s: float
 
 
-class StateStore:
+class StateStore(SqliteFile):
     """A device's state database at ``path``. ``close()`` is idempotent; ``with`` closes.
 
     Example::
@@ -89,15 +89,14 @@ class StateStore:
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self.path = Path(path)
+        super().__init__(
+            path,
+            schema=_SCHEMA,
+            timeout_s=10,
+            open_error=lambda why: StateStoreError(f"{path}: cannot open the state database: {why}"),
+            closed_error=lambda: RuntimeError("state store used after close()"),
+        )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, timeout=10, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
             if version is None:
                 self.set_meta("schema_version", str(_SCHEMA_VERSION).encode())
@@ -106,28 +105,15 @@ class StateStore:
                     f"{self.path}: state schema {int(version)}, this flclient reads {_SCHEMA_VERSION}"
                 )
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise StateStoreError(f"{self.path}: cannot open the state database: {exc}") from exc
-
-    # -- lifetime ----------------------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close the database; calling it again does nothing."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        except StateStoreError:
+            self.close()
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        if self._db is None:
-            raise RuntimeError("state store used after close()")
-        db = self._db
+        db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
             yield db
@@ -138,10 +124,9 @@ class StateStore:
             raise
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        if self._db is None:
-            raise RuntimeError("state store used after close()")
+        db = self._conn()
         try:
-            return list(self._db.execute(sql, args).fetchall())
+            return list(db.execute(sql, args).fetchall())
         except sqlite3.DatabaseError as exc:
             raise StateStoreError(f"{self.path}: {exc}") from exc
 

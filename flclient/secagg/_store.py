@@ -6,13 +6,13 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .._errors import SecAggStateError
+from .._sqlite import SqliteFile
 
 __all__ = ["InMemorySecAggStore", "RoundRecord", "SecAggStore", "SqliteSecAggStore"]
 
@@ -55,7 +55,7 @@ class InMemorySecAggStore:
         self.rounds[round_id] = record
 
 
-class SqliteSecAggStore:
+class SqliteSecAggStore(SqliteFile):
     """Rounds in a table of a SQLite file (WAL, ``synchronous=FULL``), plus the device's Ed25519 identity key.
 
     Each :meth:`save` runs in one ``BEGIN IMMEDIATE`` transaction that checks the stage it expects, so a crash
@@ -63,37 +63,14 @@ class SqliteSecAggStore:
     """
 
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                Path(path), isolation_level=None, timeout=30.0, check_same_thread=False
-            )  # one user at a time, handed between the node's worker threads
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS secagg_rounds (round_id BLOB PRIMARY KEY, stage TEXT NOT NULL,"
-                " state TEXT NOT NULL, request_digest BLOB NOT NULL, reply BLOB NOT NULL)"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS secagg_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-        except sqlite3.Error as exc:
-            raise SecAggStateError(f"cannot open the SecAgg state store {path}: {exc}") from exc
-
-    def close(self) -> None:
-        """Close the database; idempotent."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> SqliteSecAggStore:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise ValueError("the SecAgg store is closed")
-        return self._db
+        super().__init__(
+            path,
+            schema="CREATE TABLE IF NOT EXISTS secagg_rounds (round_id BLOB PRIMARY KEY, stage TEXT NOT NULL,"
+            " state TEXT NOT NULL, request_digest BLOB NOT NULL, reply BLOB NOT NULL);"
+            " CREATE TABLE IF NOT EXISTS secagg_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+            open_error=lambda why: SecAggStateError(f"cannot open the SecAgg state store {path}: {why}"),
+            closed_error=lambda: ValueError("the SecAgg store is closed"),
+        )
 
     def identity(self) -> Ed25519PrivateKey:
         """The device's Ed25519 signing key, created on first use and kept in the store."""

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from .._errors import PrivacyBudgetExhausted, PrivacyLedgerError
+from .._sqlite import SqliteFile
 from ._accounting import gaussian_rdp_rho, rdp_epsilon
 
 __all__ = ["BudgetDecision", "LedgerEntry", "PrivacyBudget", "PrivacyLedger"]
@@ -71,7 +71,7 @@ class BudgetDecision:
     epsilon_after: float
 
 
-class PrivacyLedger:
+class PrivacyLedger(SqliteFile):
     """Durable record of DP participations with epsilon by closed-form Gaussian RDP.
 
     Example::
@@ -84,37 +84,14 @@ class PrivacyLedger:
     """
 
     def __init__(self, path: Path, *, budget: PrivacyBudget, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
         self.budget = budget
         self._clock = clock
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise PrivacyLedgerError(f"cannot open the privacy ledger at {self.path}: {exc}") from exc
-
-    # lifetime
-    def close(self) -> None:
-        """Close the database; idempotent. Later calls raise :class:`~flclient.PrivacyLedgerError`."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> PrivacyLedger:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise PrivacyLedgerError("the privacy ledger is closed")
-        return self._db
+        super().__init__(
+            path,
+            schema=_SCHEMA,
+            open_error=lambda why: PrivacyLedgerError(f"cannot open the privacy ledger at {path}: {why}"),
+            closed_error=lambda: PrivacyLedgerError("the privacy ledger is closed"),
+        )
 
     # queries
     def entries(self) -> list[LedgerEntry]:

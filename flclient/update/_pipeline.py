@@ -13,18 +13,17 @@ import itertools
 import json
 import math
 import secrets
-import sqlite3
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .._errors import UpdateCodecError
+from .._errors import UpdateCodecError, UpdateError
+from .._sqlite import SqliteFile
 from ._clip import ClipConfig, clip_update
 from ._codecs import UpdateCodec, decode_vector
 from ._ledger import PrivacyLedger
@@ -184,36 +183,17 @@ class ResidualStore(Protocol):
     def save(self, residuals: Mapping[str, F32]) -> None: ...
 
 
-class SqliteResidualStore:
+class SqliteResidualStore(SqliteFile):
     """Residuals in a table of the device's SQLite state file, all layers replaced in one transaction."""
 
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            Path(path), isolation_level=None, timeout=30.0, check_same_thread=False
-        )  # one user at a time, handed between the node's worker threads
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS update_residuals (name TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB)"
+        super().__init__(
+            path,
+            schema="CREATE TABLE IF NOT EXISTS update_residuals"
+            " (name TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB)",
+            open_error=lambda why: UpdateError(f"cannot open the residual store {path}: {why}"),
+            closed_error=lambda: ValueError("the residual store is closed"),
         )
-
-    def close(self) -> None:
-        """Close the database; idempotent."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    def __enter__(self) -> SqliteResidualStore:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise ValueError("the residual store is closed")
-        return self._db
 
     def load(self, name: str) -> F32 | None:
         row = self._conn().execute("SELECT shape, data FROM update_residuals WHERE name = ?", (name,)).fetchone()
