@@ -102,6 +102,8 @@ class Client:
             module_cache_dir=config.state_dir / "module-cache",
             gate=gate,
             residuals=self._residuals,
+            device_class=config.device_class,
+            personal_path=config.state_dir / "personal-head.npz",
         )
         self.node = FleetNode(
             fleet=self.fleet,

@@ -10,6 +10,7 @@ Example::
     state_dir = "state"                       # SQLite state, telemetry log, module cache
     data = "data.npz"                         # local records (feature-module inputs, label, optional x)
     feature_modules = ["modules/device_context-1.0.0.wasm"]
+    device_class = "rpi4b"                    # optional: evaluation is reported per device class
 
     [gate]                                    # optional: without it the device trains whenever asked
     profile = "rpi4b"                         # a device-class profile (id or .toml path), and/or
@@ -58,6 +59,7 @@ class DeviceConfig:
     max_backoff_s: float = 20.0
     telemetry_log: Path | None = None
     gate_policy: EligibilityPolicy | None = None
+    device_class: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +75,12 @@ class DeviceConfig:
         for name in ("poll_interval_s", "request_timeout_s", "max_backoff_s"):
             if not getattr(self, name) > 0:
                 raise DeviceConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.device_class is not None and not (
+            0 < len(self.device_class) <= 64 and all(c.isalnum() or c in "._-" for c in self.device_class)
+        ):
+            raise DeviceConfigError(
+                f"device.device_class must be 1-64 letters, digits, '.', '_' or '-', got {self.device_class!r}"
+            )
         if self.reply_grace_s < 0:
             raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
 
@@ -106,7 +114,17 @@ class DeviceConfig:
             raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected [superlink], [device], [gate]")
         link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
         dev = _table(
-            raw, "device", {"state_dir", "data", "feature_modules", "poll_interval_s", "reply_grace_s", "telemetry_log"}
+            raw,
+            "device",
+            {
+                "state_dir",
+                "data",
+                "feature_modules",
+                "poll_interval_s",
+                "reply_grace_s",
+                "telemetry_log",
+                "device_class",
+            },
         )
 
         def path(table: Mapping[str, Any], key: str, where: str) -> Path:
@@ -133,6 +151,9 @@ class DeviceConfig:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise DeviceConfigError(f"{where}.{key} must be a number, got {value!r}")
                     numbers[key] = float(value)
+        device_class = dev.get("device_class")
+        if device_class is not None and not isinstance(device_class, str):
+            raise DeviceConfigError(f"device.device_class must be a string, got {device_class!r}")
         gate_policy = None
         if "gate" in raw:
             gate = _table(raw, "gate", {"profile", "policy"})
@@ -146,6 +167,7 @@ class DeviceConfig:
         return cls(
             superlink_url=url,
             gate_policy=gate_policy,
+            device_class=device_class,
             state_dir=path(dev, "state_dir", "device"),
             data=path(dev, "data", "device"),
             feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),

@@ -18,11 +18,23 @@ The task config (``content["config"]``) says what to run:
                            ``fp32`` ``fp16`` ``bf16`` ``int8`` ``rotated1`` ``rotated2`` ``rotated4`` ``topk``
 ``clip-norm``              L2 bound of the delta (needed by DP); ``topk-fraction`` the share top-k keeps
 ``dp-noise-multiplier``    local Gaussian DP noise (std = multiplier x clip-norm); ``dp-mode`` must be ``local``
+``query``                  ``feature-stats`` (query messages): reply the sum, sum of squares and count of the
+                           feature module's numeric output columns (raw, unscaled) in a ``"stats"`` record
+``scaler`` ``scaler-version``  a federated scaler (JSON ``{"version", "module-sha256", "mean", "std"}``) and
+                           the version the task names: the module's columns become ``(v - mean) / std``
+                           instead of ``feature-scale``; a scaler this device cannot apply (another version,
+                           another module, other width, older than one it already used) declines ``stale-scaler``
+``proximal-mu``            FedProx: ``mu/2 * ||w - w_global||^2`` added to the local loss (0 = off)
+``personal-layers``        k > 0: the last k dense layers are this device's private head: trained and kept on
+                           the device (``personal_path``), used for its evaluation, and never in a reply
 =========================  ==========================================================================
 
 With ``update-codec`` set, a train reply is ``{"update": ArrayRecord({"payload": uint8 bytes}), "metrics": ...}``:
 the bytes of :meth:`flclient.update.EncodedUpdate.to_bytes`, which the server reads with
 :func:`flclient.update.decode_update`. Without it the reply keeps Flower's plain float32 ``"arrays"``.
+
+Train and evaluate replies of a device that knows its class (``device_class``, or the data's) carry it in a
+``"device"`` ConfigRecord (``device-class``): the server reports evaluation per device class.
 
 A ``gate`` (:class:`flclient.gate.ParticipationGate`) is asked ``may_start`` before training and ``may_continue``
 after it; a device that may not train declines with reason ``not-eligible`` and the gate's coarse reasons.
@@ -73,6 +85,7 @@ __all__ = [
     "NpzDataSource",
     "TaskExecutor",
     "TaskOutcome",
+    "personal_parameter_names",
     "update_pipeline",
 ]
 
@@ -87,6 +100,7 @@ class LocalData:
     columns: Mapping[str, np.ndarray]
     labels: np.ndarray
     x: np.ndarray | None = None
+    device_class: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -107,7 +121,8 @@ class DataSource(Protocol):
 
 @dataclass(frozen=True)
 class NpzDataSource:
-    """Records in an ``.npz`` file: module input columns by name, ``label`` and optionally ``x``."""
+    """Records in an ``.npz`` file: module input columns by name, ``label``, optionally ``x`` and a 0-d string
+    ``device_class``."""
 
     path: Path
 
@@ -117,7 +132,8 @@ class NpzDataSource:
             arrays = {k: f[k] for k in f.files}
         labels = arrays.pop("label")
         x = arrays.pop("x", None)
-        return LocalData(columns=arrays, labels=labels, x=x)
+        cls = arrays.pop("device_class", None)
+        return LocalData(columns=arrays, labels=labels, x=x, device_class=None if cls is None else str(cls))
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,11 @@ class TaskExecutor:
     ledger: PrivacyLedger | None = None
     residuals: ResidualStore | None = None
     update_rng: Callable[[], np.random.Generator] = secure_generator
+    device_class: str | None = None
+    personal_path: Path | None = None
+    _personal: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
+    _scaler_version: int = field(default=0, init=False, repr=False)
 
     def close(self) -> None:
         """Release the loaded feature modules."""
@@ -163,6 +183,8 @@ class TaskExecutor:
             return TaskOutcome(self.secagg.run(content, lambda c: self.run(message_type, c).content))
         kind = message_type.split(".")[0]
         config = _config(content)
+        if kind == "query" and config.get("query") == "feature-stats":
+            return self._feature_stats(config)
         if kind == "query":
             local = self.data.load()
             return TaskOutcome(
@@ -183,10 +205,20 @@ class TaskExecutor:
             if not start.eligible:
                 raise _not_eligible(RoundOutcome(status="not_eligible", reasons=tuple(r.value for r in start.reasons)))
         t0 = self.clock()
-        x, y = self._features(config)
+        x, y, data_class = self._features(config)
+        device_record: RecordDict = {}
+        if self.device_class or data_class:
+            device_record["device"] = ConfigRecord({"device-class": str(self.device_class or data_class)})
         features_s = self.clock() - t0
         spec = _model_spec(config)
         params = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.arrays.items()}
+        personal = personal_parameter_names(config)
+        local_params = dict(params)
+        if personal:
+            head = self._personal_head()
+            for k in personal & set(params):
+                if k in head and head[k].shape == params[k].shape:
+                    local_params[k] = head[k]
         seed = int(_num(config, "seed", 0))
         eval_fraction = float(_num(config, "eval-fraction", 0.2))
         order = np.random.Generator(np.random.PCG64(seed)).permutation(len(y))
@@ -197,7 +229,7 @@ class TaskExecutor:
         backend = runtimes.create_backend(self.backend)
         try:
             try:
-                backend.load(spec, params)
+                backend.load(spec, local_params)
             except (runtimes.RuntimeBackendError, ValueError) as exc:
                 raise TaskDeclined("model-mismatch", str(exc)) from exc
             metrics: dict[str, MetricValue] = {"features-s": features_s}
@@ -211,14 +243,20 @@ class TaskExecutor:
                 metrics["eval-examples"] = int(n_eval)
             if kind == "evaluate":
                 metrics["num-examples"] = int(n_eval)
-                return TaskOutcome({"metrics": MetricRecord(metrics)}, features_s=features_s, num_examples=n_eval)
+                return TaskOutcome(
+                    {"metrics": MetricRecord(metrics), **device_record}, features_s=features_s, num_examples=n_eval
+                )
             if len(train_idx) == 0:
                 raise TaskDeclined("no-data", "no local examples left for training")
+            prox_mu = _num(config, "proximal-mu", 0.0)
+            if not (prox_mu >= 0 and np.isfinite(prox_mu)):
+                raise TaskDeclined("bad-config", f"proximal-mu must be a finite number >= 0, got {prox_mu}")
             cfg = runtimes.TrainConfig(
                 epochs=int(_num(config, "epochs", 1)),
                 batch_size=int(_num(config, "batch-size", 32)),
                 learning_rate=float(_num(config, "lr", 0.05)),
                 optimizer=str(config.get("optimizer", "sgd")),  # type: ignore[arg-type]
+                prox_mu=prox_mu,
                 seed=seed,
             )
             t1 = self.clock()
@@ -232,8 +270,12 @@ class TaskExecutor:
                 self.gate.record_abandoned()
                 raise _not_eligible(RoundOutcome(status="abandoned", reasons=tuple(r.value for r in cont.reasons)))
             self.gate.record_completed()
-        new = dict(params)
+        new = dict(local_params)
         new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
+        if personal:
+            self._save_personal_head({k: new[k] for k in personal if k in new})
+            new = {k: v for k, v in new.items() if k not in personal}  # the private head never leaves the device
+            params = {k: v for k, v in params.items() if k not in personal}
         metrics.update(
             {
                 "num-examples": int(result.num_examples),
@@ -251,15 +293,40 @@ class TaskExecutor:
             reply: RecordDict = {
                 UPDATE_RECORD: ArrayRecord({"payload": np.frombuffer(encoded, dtype=np.uint8)}),
                 "metrics": MetricRecord(metrics),
+                **device_record,
             }
         else:
-            reply = {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}
+            reply = {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics), **device_record}
         return TaskOutcome(
             reply,
             train_s=train_s,
             features_s=features_s,
             num_examples=int(result.num_examples),
         )
+
+    # -- the private head (personalisation) ---------------------------------------------------------------------------
+    def _personal_head(self) -> dict[str, np.ndarray]:
+        if self._personal is None:
+            self._personal = {}
+            if self.personal_path is not None and self.personal_path.exists():
+                try:
+                    with np.load(self.personal_path, allow_pickle=False) as f:
+                        self._personal = {k: np.asarray(f[k], dtype=np.float32) for k in f.files}
+                except (OSError, ValueError):
+                    self._personal = {}  # an unreadable head is re-learnt from the global one
+        return self._personal
+
+    def _save_personal_head(self, head: Mapping[str, np.ndarray]) -> None:
+        self._personal_head().update({k: np.array(v, dtype=np.float32) for k, v in head.items()})
+        if self.personal_path is not None:
+            import io
+
+            from ._atomic import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.savez(buf, allow_pickle=False, **self._personal_head())
+            self.personal_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.personal_path, buf.getvalue(), mode=0o600)
 
     # -- the feature stage -------------------------------------------------------------------------------------------
     def _module(self, config: Mapping[str, ConfigValue]) -> FeatureModule:
@@ -287,7 +354,8 @@ class TaskExecutor:
             f"no local module is {pin} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
         )
 
-    def _features(self, config: Mapping[str, ConfigValue]) -> tuple[np.ndarray, np.ndarray]:
+    def _extract(self, config: Mapping[str, ConfigValue]) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
+        """Local records, the module's numeric output columns (rows x width, float64, raw) and the valid rows."""
         module = self._module(config)
         local = self.data.load()
         try:
@@ -295,21 +363,79 @@ class TaskExecutor:
         except KeyError as exc:
             raise TaskDeclined("data-mismatch", f"local data lacks the module input column {exc}") from exc
         numeric = [c for c in module.manifest.outputs if c.dtype != "ascii"]
-        scale = config.get("feature-scale", [1.0] * len(numeric))
-        if not isinstance(scale, list) or len(scale) != len(numeric):
-            raise TaskDeclined("bad-config", f"feature-scale must list {len(numeric)} divisors")
-        cols = [
-            np.asarray(out[c.name], dtype=np.float32).reshape(len(local.labels), -1) / float(s)  # type: ignore[arg-type]
-            for c, s in zip(numeric, scale, strict=True)
-        ]
+        cols = [np.asarray(out[c.name], dtype=np.float64).reshape(len(local.labels), -1) for c in numeric]
+        return local, cols, np.asarray(out["status"]) == 0
+
+    def _feature_stats(self, config: Mapping[str, ConfigValue]) -> TaskOutcome:
+        """Sum, sum of squares and count of the module's numeric columns over the valid local rows."""
+        t0 = self.clock()
+        _, cols, ok = self._extract(config)
+        values = np.concatenate(cols, axis=1)[ok] if cols else np.zeros((int(ok.sum()), 0))
+        count = len(values)
+        reply: RecordDict = {
+            "stats": ArrayRecord(
+                {
+                    "sum": values.sum(axis=0),
+                    "sumsq": np.square(values).sum(axis=0),
+                    "count": np.array([count], dtype=np.int64),
+                }
+            ),
+            "metrics": MetricRecord({"num-examples": count, "features-s": self.clock() - t0}),
+        }
+        return TaskOutcome(reply, features_s=self.clock() - t0, num_examples=count)
+
+    def _scaler(self, config: Mapping[str, ConfigValue], width: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The task's federated scaler as (mean, std), None without one; declines one it cannot apply."""
+        if "scaler-version" not in config and "scaler" not in config:
+            return None
+        version = int(_num(config, "scaler-version", 0))
+        raw = config.get("scaler")
+        try:
+            scaler = json.loads(raw) if isinstance(raw, str) else None
+            mean = np.asarray(scaler["mean"], dtype=np.float64) if scaler else None
+            std = np.asarray(scaler["std"], dtype=np.float64) if scaler else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TaskDeclined("bad-config", f"scaler is not valid JSON with mean and std: {exc}") from exc
+        if scaler is None or mean is None or std is None:
+            raise TaskDeclined("stale-scaler", f"the task names scaler version {version} but carries no scaler")
+        if scaler.get("version") != version:
+            raise TaskDeclined(
+                "stale-scaler", f"the task names scaler version {version}, its scaler is {scaler.get('version')}"
+            )
+        if version < self._scaler_version:
+            raise TaskDeclined(
+                "stale-scaler", f"scaler version {version} is older than version {self._scaler_version} used here"
+            )
+        if scaler.get("module-sha256") != config.get("feature-module-sha256"):
+            raise TaskDeclined("stale-scaler", f"scaler version {version} was computed for another feature module")
+        if mean.shape != (width,) or std.shape != (width,) or not (np.all(np.isfinite(mean)) and np.all(std > 0)):
+            raise TaskDeclined("stale-scaler", f"scaler version {version} does not fit the module's {width} columns")
+        self._scaler_version = version
+        return mean, std
+
+    def _features(self, config: Mapping[str, ConfigValue]) -> tuple[np.ndarray, np.ndarray, str | None]:
+        local, raw, ok = self._extract(config)
+        width = sum(c.shape[1] for c in raw)
+        scaler = self._scaler(config, width)
+        if scaler is not None:
+            mean, std = scaler
+            joined = (np.concatenate(raw, axis=1) - mean) / std if raw else np.zeros((len(local.labels), 0))
+            cols = [joined.astype(np.float32)]
+        else:
+            scale = config.get("feature-scale", [1.0] * len(raw))
+            if not isinstance(scale, list) or len(scale) != len(raw):
+                raise TaskDeclined("bad-config", f"feature-scale must list {len(raw)} divisors")
+            cols = [
+                c.astype(np.float32) / float(s)  # type: ignore[arg-type]
+                for c, s in zip(raw, scale, strict=True)
+            ]
         if local.x is not None:
             cols.insert(0, np.asarray(local.x, dtype=np.float32).reshape(len(local.labels), -1))
-        ok = out["status"] == 0
         x = np.concatenate(cols, axis=1)[ok]
         y = np.asarray(local.labels)[ok]
         if len(y) == 0:
             raise TaskDeclined("no-data", "no valid local examples after feature extraction")
-        return x, y
+        return x, y, local.device_class
 
 
 def update_pipeline(
@@ -361,6 +487,21 @@ def update_pipeline(
     feedback = ErrorFeedback(store=residuals) if residuals is not None and not codec.unbiased else None
     stages.append(EncodeStage(codec=codec, rng=rng(), error_feedback=feedback))
     return UpdatePipeline(stages)
+
+
+def personal_parameter_names(config: Mapping[str, ConfigValue]) -> frozenset[str]:
+    """The parameter names of the private head (the last ``personal-layers`` dense layers of ``model-spec``)."""
+    k = _num(config, "personal-layers", 0.0)
+    if not k:
+        return frozenset()
+    raw = config.get("model-spec")
+    try:
+        n_layers = len(json.loads(raw)["layers"]) if isinstance(raw, str) else 0
+    except (ValueError, KeyError, TypeError):
+        n_layers = 0
+    if k != int(k) or not 0 < k < n_layers:
+        raise TaskDeclined("bad-config", f"personal-layers must be a whole number in [0, {n_layers}), got {k}")
+    return frozenset(f"dense{i}_{p}" for i in range(n_layers - int(k), n_layers) for p in ("weight", "bias"))
 
 
 def _not_eligible(outcome: RoundOutcome) -> TaskDeclined:

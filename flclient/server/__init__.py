@@ -7,13 +7,16 @@ the aggregation and model-history code here is numpy only.
 from ._aggregate import AGGREGATIONS, AggregationResult, DeviceUpdate, aggregate
 from ._history import ModelHistory
 from ._local import LocalSuperLink, free_port, write_flower_app
+from ._optim import SERVER_OPTIMIZERS, ServerOptimizer
 
 __all__ = [
     "AGGREGATIONS",
+    "SERVER_OPTIMIZERS",
     "AggregationResult",
     "DeviceUpdate",
     "LocalSuperLink",
     "ModelHistory",
+    "ServerOptimizer",
     "aggregate",
     "free_port",
     "write_flower_app",

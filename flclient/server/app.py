@@ -12,6 +12,15 @@ Submit it as a Flower app whose ``serverapp`` component is ``flclient.server.app
 ``update-codec`` (fp32 | fp16 | bf16 | int8 | rotated1 | rotated2 | rotated4 | topk; unset = plain float32 arrays)
 ``clip-norm`` ``topk-fraction`` ``dp-noise-multiplier`` ``dp-mode`` (local)   the devices' update pipeline
 ``secagg`` (true: SecAgg+ training rounds) ``secagg-clip`` ``secagg-bits``   secure aggregation
+``server-optimizer`` (fedavg | fedavgm | fedadam) ``server-lr`` ``server-momentum`` ``adam-beta1`` ``adam-beta2``
+``adam-tau``   the server optimiser applied to the aggregated delta (see :mod:`flclient.server._optim`)
+``proximal-mu``   FedProx's proximal term on the devices (0 = off)
+``eval-every`` (k > 0: an evaluation round after every k-th training round, besides the final one; evaluation
+rounds never change the model; their records carry ``by_class``: metrics per device class, weighted by examples)
+``personal-layers`` (k > 0: the model's last k dense layers are private heads on the devices, never uploaded;
+the server aggregates the other layers only; evaluation records carry ``per_device`` accuracies)
+``federated-scaler`` (true: a feature-stats query round first; train/evaluate tasks carry the global ``scaler``
+and its ``scaler-version``, stored as ``<history-dir>/scalers/scaler-<version>.json``)
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from .._errors import SecAggAborted, UpdateCodecError
+from .._errors import SecAggAborted, TaskDeclined, UpdateCodecError
+from .._task import personal_parameter_names
 from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
 from ._history import ModelHistory
+from ._optim import ServerOptimizer
+from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
 
 __all__ = ["app", "run_federation"]
 
@@ -108,6 +120,14 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         "seed": int(cfg.get("seed", 0)),
         "eval-fraction": float(cfg.get("eval-fraction", 0.2)),
     }
+    if float(cfg.get("proximal-mu", 0.0)):
+        task_config["proximal-mu"] = float(cfg["proximal-mu"])
+    if int(cfg.get("personal-layers", 0)):
+        task_config["personal-layers"] = int(cfg["personal-layers"])
+    try:
+        personal = personal_parameter_names(task_config)
+    except TaskDeclined as exc:
+        raise ValueError(exc.detail) from exc
     if cfg.get("feature-module"):
         task_config["feature-module"] = str(cfg["feature-module"])
         task_config["feature-module-sha256"] = str(cfg.get("feature-module-sha256", ""))
@@ -122,18 +142,35 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     if task_config.get("dp-mode", "local") != "local":
         raise ValueError("dp-mode must be 'local': this server adds no central noise")
     secagg = _truthy(cfg.get("secagg", False))
+    if _truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
+        raise ValueError("federated-scaler needs a pinned feature-module")
+    if secagg and personal:
+        raise ValueError("secagg and personal-layers exclude each other: SecAgg masks the whole model")
     if secagg and task_config.get("update-codec"):
         raise ValueError("secagg and update-codec exclude each other: SecAgg masks its own quantised update")
     tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
     method = str(cfg.get("aggregation", "fedavg"))
+    optimizer = ServerOptimizer.from_config(cfg)
     norm_bound = float(cfg.get("norm-bound", 0.0)) or None
     timeout = float(cfg.get("round-timeout-s", 120))
     rollback_drop = float(cfg.get("rollback-drop", 0.0))
     best: tuple[float, int] = (-1.0, version)
     nodes = _wait_for_nodes(grid, int(cfg.get("min-nodes", 1)), float(cfg.get("node-wait-s", 60)))
     metrics.write({"event": "start", "nodes": len(nodes), "version": version, "rounds": rounds})
-    for rnd in range(1, rounds + 2):
-        final = rnd == rounds + 1
+    if _truthy(cfg.get("federated-scaler", False)):
+        store = ScalerStore(Path(str(cfg.get("history-dir", "flclient-models"))) / "scalers")
+        scaler = _stats_round(grid, nodes, task_config, store, timeout, metrics)
+        task_config["scaler"] = scaler.to_json()
+        task_config["scaler-version"] = scaler.version
+    eval_every = int(cfg.get("eval-every", 0))
+    schedule: list[tuple[int, bool]] = []
+    for r in range(1, rounds + 1):
+        schedule.append((r, False))
+        if eval_every > 0 and r % eval_every == 0 and r < rounds:
+            schedule.append((r, True))
+    schedule.append((rounds + 1, True))  # the final evaluation
+    for rnd, evaluating in schedule:
+        group = str(rnd) if not evaluating or rnd == rounds + 1 else f"eval-{rnd}"
         nodes = sorted(grid.get_node_ids())
         t0 = time.monotonic()
         content = RecordDict(
@@ -142,23 +179,26 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
                 "config": ConfigRecord({**task_config, "server-round": rnd, "model-version": version}),
             }
         )
-        kind = MessageType.EVALUATE if final else MessageType.TRAIN
-        if secagg and not final:
+        kind = MessageType.EVALUATE if evaluating else MessageType.TRAIN
+        if secagg and not evaluating:
             sa_record: dict[str, Any] = {"event": "round", "round": rnd, "version": version, "nodes": len(nodes)}
             params, version = _secagg_round(
-                grid, nodes, params, version, task_config, cfg, rnd, tag, history, sa_record
+                grid, nodes, params, version, task_config, cfg, rnd, tag, history, sa_record, optimizer
             )
             sa_record["new_version"] = version
             sa_record["round_s"] = time.monotonic() - t0
             metrics.write(sa_record)
             continue
-        replies = _send(grid, nodes, kind, content, str(rnd), timeout)
+        replies = _send(grid, nodes, kind, content, group, timeout)
         updates: list[DeviceUpdate] = []
         undecodable: dict[int, str] = {}
         update_bytes = 0
         reply_metrics: list[tuple[int, dict[str, Any]]] = []
+        classes: list[str] = []
         failures: dict[str, int] = {}
         per_node: dict[int, int] = {}
+        shared = {k: v for k, v in params.items() if k not in personal}
+        per_device: dict[str, float] = {}
         for reply in replies:
             src = reply.metadata.src_node_id
             per_node[src] = per_node.get(src, 0) + 1
@@ -169,21 +209,24 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             m: dict[str, Any] = dict(reply.content.metric_records.get("metrics", {}))
             n = int(m.get("num-examples", 0))
             reply_metrics.append((max(int(m.get("eval-examples", n)), 0), m))
-            if not final and "arrays" in reply.content.array_records:
+            classes.append(_device_class(reply))
+            if "eval-acc" in m:
+                per_device[str(src)] = float(m["eval-acc"])
+            if not evaluating and "arrays" in reply.content.array_records:
                 arrays = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
                 updates.append(DeviceUpdate(src, arrays, n))
-            elif not final and "update" in reply.content.array_records:
+            elif not evaluating and "update" in reply.content.array_records:
                 payload = reply.content.array_records["update"].get("payload")
                 try:
                     if payload is None:
                         raise UpdateCodecError("the 'update' record has no 'payload'")
                     raw = payload.numpy().tobytes()
                     update_bytes += len(raw)
-                    updates.append(DeviceUpdate(src, apply_encoded_update(params, raw), n))
+                    updates.append(DeviceUpdate(src, apply_encoded_update(shared, raw), n))
                 except (UpdateCodecError, ValueError) as exc:
                     undecodable[src] = f"undecodable update: {exc}"
         record: dict[str, Any] = {
-            "event": "evaluate" if final else "round",
+            "event": "evaluate" if evaluating else "round",
             "round": rnd,
             "version": version,
             "nodes": len(nodes),
@@ -196,24 +239,95 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             "device_s": _weighted([(1, m) for _, m in reply_metrics], "device-s"),
             "train_s": _weighted([(1, m) for _, m in reply_metrics], "train-s"),
             "update_bytes": update_bytes,
+            "by_class": _by_class(reply_metrics, classes),
         }
+        if evaluating:
+            record["final"] = rnd == rounds + 1
+            record["per_device"] = per_device
         acc = record["eval_acc"]
         if acc is not None and acc > best[0]:
             best = (acc, version)
-        if not final:
+        if not evaluating:
             if rollback_drop and acc is not None and acc < best[0] - rollback_drop:
                 version = history.rollback(best[1], f"accuracy {acc:.3f} fell below best {best[0]:.3f}")
                 params = history.load(version)
+                optimizer.reset()
                 record["rolled_back_to"] = best[1]
-            result = aggregate(params, updates, method=method, norm_bound=norm_bound)
+                shared = {k: v for k, v in params.items() if k not in personal}
+            result = aggregate(shared, updates, method=method, norm_bound=norm_bound)
             record["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
             if result.used:
-                params = result.parameters
+                params = {**params, **optimizer.step(shared, result.parameters)}
                 version = history.commit(params, {"round": rnd, "used": list(result.used)})
             record["new_version"] = version
         record["round_s"] = time.monotonic() - t0
         metrics.write(record)
     metrics.write({"event": "done", "version": version})
+
+
+def _stats_round(
+    grid: Grid,
+    nodes: list[int],
+    task_config: Mapping[str, Any],
+    store: ScalerStore,
+    timeout: float,
+    metrics: _Metrics,
+) -> Scaler:
+    """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
+    t0 = time.monotonic()
+    content = RecordDict({"config": ConfigRecord({**task_config, "query": "feature-stats"})})
+    replies = _send(grid, nodes, MessageType.QUERY, content, "stats", timeout)
+    stats: list[FeatureStats] = []
+    failures: dict[str, int] = {}
+    for reply in replies:
+        if reply.has_error() or "stats" not in reply.content.array_records:
+            key = _failure_reason(reply) if reply.has_error() else "no stats record"
+            failures[key] = failures.get(key, 0) + 1
+            continue
+        rec = reply.content.array_records["stats"]
+        try:
+            stats.append(
+                FeatureStats(rec["sum"].numpy(), rec["sumsq"].numpy(), int(np.asarray(rec["count"].numpy()).sum()))
+            )
+        except (KeyError, ValueError) as exc:
+            failures[f"bad stats: {exc}"] = failures.get(f"bad stats: {exc}", 0) + 1
+    scaler = federated_scaler(
+        stats, version=store.next_version(), module_sha256=str(task_config.get("feature-module-sha256", ""))
+    )
+    store.save(scaler)
+    metrics.write(
+        {
+            "event": "stats",
+            "nodes": len(nodes),
+            "replies": len(replies),
+            "devices": len(stats),
+            "failures": failures,
+            "scaler_version": scaler.version,
+            "count": scaler.count,
+            "round_s": time.monotonic() - t0,
+        }
+    )
+    return scaler
+
+
+def _device_class(reply: Message) -> str:
+    rec = reply.content.config_records.get("device")
+    value = rec.get("device-class") if rec is not None else None
+    return value if isinstance(value, str) and value else "unknown"
+
+
+def _by_class(reply_metrics: list[tuple[int, dict[str, Any]]], classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Held-out metrics per device class, each weighted by the devices' evaluation examples."""
+    out: dict[str, dict[str, Any]] = {}
+    for cls in sorted(set(classes)):
+        group = [rm for rm, c in zip(reply_metrics, classes, strict=True) if c == cls]
+        out[cls] = {
+            "devices": len(group),
+            "examples": sum(n for n, m in group if "eval-acc" in m or "eval-loss" in m),
+            "eval_acc": _weighted(group, "eval-acc"),
+            "eval_loss": _weighted(group, "eval-loss"),
+        }
+    return out
 
 
 def _truthy(value: Any) -> bool:
@@ -231,6 +345,7 @@ def _secagg_round(
     tag: str,
     history: ModelHistory,
     record: dict[str, Any],
+    optimizer: ServerOptimizer | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """One SecAgg+ training round in place of plain aggregation; an aborted round keeps the model."""
     from ._secagg import SecAggRoundConfig, secagg_train_round
@@ -252,8 +367,9 @@ def _secagg_round(
         "dropped": len(result.dropped),
         "rejected": {str(k): str(v) for k, v in result.rejected.items()},
     }
-    new_version = history.commit(outcome.parameters, {"round": rnd, "secagg": list(result.survivors)})
-    return outcome.parameters, new_version
+    new_params = outcome.parameters if optimizer is None else optimizer.step(params, outcome.parameters)
+    new_version = history.commit(new_params, {"round": rnd, "secagg": list(result.survivors)})
+    return new_params, new_version
 
 
 @app.main()

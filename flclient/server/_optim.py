@@ -1,0 +1,100 @@
+"""Server optimisers applied to the aggregated delta (numpy only): FedAvg, FedAvgM and FedAdam.
+
+The aggregate of the devices' new parameters gives the pseudo-gradient ``delta = aggregate - global``; the server
+optimiser turns it into the next global model (Reddi et al., "Adaptive Federated Optimization", 2021):
+
+* ``fedavg``:  ``x += lr * delta`` (``lr = 1`` is plain FedAvg)
+* ``fedavgm``: ``v = momentum * v + delta``; ``x += lr * v``
+* ``fedadam``: ``m = b1 * m + (1 - b1) * delta``; ``v = b2 * v + (1 - b2) * delta**2``;
+  ``x += lr * m / (sqrt(v) + tau)`` (no bias correction, as in the paper)
+
+State (momentum, moments) is kept in float64 and lives as long as the optimiser; :meth:`ServerOptimizer.reset`
+drops it (after a rollback the old momentum points the wrong way).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SERVER_OPTIMIZERS", "ServerOptimizer"]
+
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
+
+Params = Mapping[str, np.ndarray]
+
+
+@dataclass
+class ServerOptimizer:
+    """One of :data:`SERVER_OPTIMIZERS` with its hyper-parameters and state."""
+
+    name: str = "fedavg"
+    lr: float = 1.0
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    _m: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _v: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.name not in SERVER_OPTIMIZERS:
+            raise ValueError(f"server-optimizer must be one of {SERVER_OPTIMIZERS}, got {self.name!r}")
+        for key, value in (
+            ("server-momentum", self.momentum),
+            ("adam-beta1", self.beta1),
+            ("adam-beta2", self.beta2),
+        ):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {value}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"server-lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"adam-tau must be a finite number > 0, got {self.tau}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ServerOptimizer:
+        """From run-config keys ``server-optimizer`` ``server-lr`` ``server-momentum`` ``adam-beta1/2`` ``adam-tau``.
+
+        The default server learning rate is 1 for ``fedavg``/``fedavgm`` and 0.01 for ``fedadam``.
+        """
+        name = str(cfg.get("server-optimizer", "fedavg"))
+        return cls(
+            name=name,
+            lr=float(cfg.get("server-lr", 0.01 if name == "fedadam" else 1.0)),
+            momentum=float(cfg.get("server-momentum", 0.9)),
+            beta1=float(cfg.get("adam-beta1", 0.9)),
+            beta2=float(cfg.get("adam-beta2", 0.99)),
+            tau=float(cfg.get("adam-tau", 1e-3)),
+        )
+
+    def reset(self) -> None:
+        """Forget the momentum / moment estimates."""
+        self._m.clear()
+        self._v.clear()
+
+    def step(self, params: Params, aggregated: Params) -> dict[str, np.ndarray]:
+        """The next global model from the current one and the devices' aggregate (same names, shapes)."""
+        out: dict[str, np.ndarray] = {}
+        for k, ref in params.items():
+            x = np.asarray(ref, dtype=np.float64)
+            delta = np.asarray(aggregated[k], dtype=np.float64) - x
+            if self.name == "fedavg":
+                step = delta
+            elif self.name == "fedavgm":
+                v = self._m.get(k)
+                step = delta if v is None else self.momentum * v + delta
+                self._m[k] = step
+            else:
+                m = self._m.get(k, np.zeros_like(x))
+                v = self._v.get(k, np.zeros_like(x))
+                m = self.beta1 * m + (1.0 - self.beta1) * delta
+                v = self.beta2 * v + (1.0 - self.beta2) * delta * delta
+                self._m[k], self._v[k] = m, v
+                step = m / (np.sqrt(v) + self.tau)
+            out[k] = (x + self.lr * step).astype(np.asarray(ref).dtype)
+        return out
