@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._backbone import ActivationCache, evaluate_on_backbone, fit_on_backbone, predict_on_backbone, run_features
-from ._dense import DenseModel, evaluate_outputs
+from ._dense import evaluate_outputs
 from ._exceptions import (
     BackendUnavailableError,
     ModelLoadError,
@@ -103,7 +103,6 @@ class LiteRTBackend(BackendBase):
         self._interpreter: Any = None
         self._runners: dict[str, Any] = {}
         self._feature_output = ""
-        self._model: DenseModel | None = None
         self._signature_model: TrainSignatureModel | None = None
         self._train_batch = 0
         self._param_shapes: dict[str, tuple[int, ...]] = {}

@@ -7,9 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._dense import DenseModel
 from ._exceptions import UnsupportedFeatureError
-from ._protocol import DENSE_STACK, LORA, NUMPY_TRAINING, BackendBase, bind_dense, check_targets, not_loaded
+from ._protocol import DENSE_STACK, LORA, NUMPY_TRAINING, BackendBase, bind_dense, check_targets
 from ._spec import DenseStack, FitResult, ModelSource, Parameters, TrainConfig, TrainingBudget, TrainingData
 from ._training import Clock, blas_threads, estimate_training_bytes, fit_dense
 
@@ -22,7 +21,6 @@ class NumpyBackend(BackendBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self._model: DenseModel | None = None
 
     def load(self, model: ModelSource, parameters: Mapping[str, np.ndarray] | None = None) -> None:
         """Bind ``model`` (a :class:`DenseStack`) to a private copy of ``parameters``."""
@@ -33,12 +31,6 @@ class NumpyBackend(BackendBase):
                 "use the onnx or litert backend for model files"
             )
         self._model = bind_dense(model, parameters)
-
-    def _bound(self) -> DenseModel:
-        self._check_open()
-        if self._model is None:
-            raise not_loaded(self.name)
-        return self._model
 
     def fit(
         self,

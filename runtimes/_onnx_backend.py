@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._backbone import ActivationCache, evaluate_on_backbone, fit_on_backbone, predict_on_backbone
-from ._dense import DenseModel, merge_lora
+from ._dense import merge_lora
 from ._exceptions import (
     BackendUnavailableError,
     ExportMismatchError,
@@ -32,7 +32,6 @@ from ._protocol import (
     NUMPY_TRAINING,
     BackendBase,
     bind_dense,
-    not_loaded,
 )
 from ._registry import BackendOptions
 from ._spec import (
@@ -92,7 +91,6 @@ class OnnxBackend(BackendBase):
         self._session: Any = None
         self._input_name = ""
         self._output_name = ""
-        self._model: DenseModel | None = None
         self._proto: Any = None  # the full onnx.ModelProto when layers were extracted
         self._sites: list[_LinearSite] = []
 
@@ -210,12 +208,6 @@ class OnnxBackend(BackendBase):
         except Exception as exc:
             raise ModelLoadError(f"onnxruntime failed on an input of shape {batch.shape}: {exc}") from exc
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
-
-    def _bound(self) -> DenseModel:
-        self._check_open()
-        if self._model is None:
-            raise not_loaded(self.name)
-        return self._model
 
     def fit(
         self,

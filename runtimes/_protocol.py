@@ -98,6 +98,7 @@ class BackendBase:
 
     def __init__(self) -> None:
         self._closed = False
+        self._model: DenseModel | None = None  # the trainable numpy model, once loaded
 
     def close(self) -> None:
         """Release native resources; calling it again does nothing."""
@@ -111,6 +112,13 @@ class BackendBase:
     def _check_open(self) -> None:
         if self._closed:
             raise BackendClosedError(f"the {self.name} backend was used after close()")
+
+    def _bound(self) -> DenseModel:
+        """The loaded numpy model; raises when closed or nothing is loaded."""
+        self._check_open()
+        if self._model is None:
+            raise not_loaded(self.name)
+        return self._model
 
     def __enter__(self) -> BackendBase:
         self._check_open()
