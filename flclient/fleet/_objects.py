@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Union, cast
+from typing import Any, Union, cast
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -332,31 +332,23 @@ class _Reader:
         return arr
 
     def config(self, oid: str) -> dict[str, ConfigValue]:
-        _, _, body = self.get(oid, "ConfigRecord")
-        try:
-            rec = pb.ConfigRecord.FromString(body)
-        except DecodeError as exc:
-            raise ObjectIntegrityError(f"ConfigRecord {oid[:12]} is not a valid protobuf") from exc
-        out: dict[str, ConfigValue] = {}
-        for item in rec.items:
-            kind = item.value.WhichOneof("value")
-            if kind is None:
-                raise ObjectIntegrityError(f"config {item.key!r} has no value")
-            value = getattr(item.value, kind)
-            out[item.key] = list(value.vals) if kind.endswith("_list") else value
-        return out
+        return self._scalar_record(oid, "ConfigRecord", pb.ConfigRecord, "config")
 
     def metrics(self, oid: str) -> dict[str, MetricValue]:
-        _, _, body = self.get(oid, "MetricRecord")
+        return self._scalar_record(oid, "MetricRecord", pb.MetricRecord, "metric")
+
+    def _scalar_record(self, oid: str, type_name: str, message: Any, what: str) -> dict[str, Any]:
+        """Decode a ConfigRecord or MetricRecord: items of oneof scalars or scalar lists."""
+        _, _, body = self.get(oid, type_name)
         try:
-            rec = pb.MetricRecord.FromString(body)
+            rec = message.FromString(body)
         except DecodeError as exc:
-            raise ObjectIntegrityError(f"MetricRecord {oid[:12]} is not a valid protobuf") from exc
-        out: dict[str, MetricValue] = {}
+            raise ObjectIntegrityError(f"{type_name} {oid[:12]} is not a valid protobuf") from exc
+        out: dict[str, Any] = {}
         for item in rec.items:
             kind = item.value.WhichOneof("value")
             if kind is None:
-                raise ObjectIntegrityError(f"metric {item.key!r} has no value")
+                raise ObjectIntegrityError(f"{what} {item.key!r} has no value")
             value = getattr(item.value, kind)
             out[item.key] = list(value.vals) if kind.endswith("_list") else value
         return out
