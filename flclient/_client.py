@@ -33,7 +33,7 @@ from .fleet._client import FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
 from .gate import DeviceSignals, ParticipationGate, SignalSource, SystemClock
 from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
-from .update import SqliteResidualStore, secure_generator
+from .update import PrivacyLedger, SqliteResidualStore, secure_generator
 
 __all__ = ["AsyncClient", "Client", "json_logger"]
 
@@ -89,6 +89,11 @@ class Client:
         )
         self._secagg_store = SqliteSecAggStore(config.state_dir / "secagg.sqlite")
         self._residuals = SqliteResidualStore(config.state_dir / "update-residuals.sqlite")
+        self.ledger = (
+            PrivacyLedger(config.privacy_ledger_path, budget=config.privacy_budget)
+            if config.privacy_budget is not None
+            else None
+        )
         gate = None
         if config.gate_policy is not None:
             gate = ParticipationGate(
@@ -102,6 +107,7 @@ class Client:
             module_cache_dir=config.state_dir / "module-cache",
             gate=gate,
             residuals=self._residuals,
+            ledger=self.ledger,
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
         )
@@ -119,6 +125,7 @@ class Client:
             telemetry=TelemetryLog(config.telemetry_path),
             wall=clock,
             on_connect=self._bind_secagg,
+            on_pushed=self._pushed,
         )
         self._closed = False
 
@@ -133,6 +140,11 @@ class Client:
                 rng=secure_generator(),
             )
             self.executor.secagg = SecAggTaskHandler(device=device)
+
+    def _pushed(self, reply_to: str) -> None:
+        """A reply reached SuperLink: its DP participation (if any) is now uploaded in the ledger."""
+        if self.ledger is not None:
+            self.ledger.mark_uploaded_round(reply_to)
 
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
@@ -160,6 +172,8 @@ class Client:
             self._transport.close()
             self._secagg_store.close()
             self._residuals.close()
+            if self.ledger is not None:
+                self.ledger.close()
             self.store.close()
 
     def __enter__(self) -> Client:

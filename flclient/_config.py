@@ -16,6 +16,10 @@ Example::
     profile = "rpi4b"                         # a device-class profile (id or .toml path), and/or
     policy = "gate.toml"                      # an EligibilityPolicy file overlaid on it
 
+    [privacy]                                 # optional: the device's lifetime DP budget (privacy ledger)
+    epsilon = 8.0                             # rounds with DP noise are refused once they would exceed it
+    delta = 1e-5
+
 Relative paths are resolved against the directory of the configuration file.
 """
 
@@ -30,6 +34,7 @@ from urllib.parse import urlparse
 
 from ._errors import DeviceConfigError, GateError
 from .gate import EligibilityPolicy, load_profile
+from .update import PrivacyBudget
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,6 +65,7 @@ class DeviceConfig:
     telemetry_log: Path | None = None
     gate_policy: EligibilityPolicy | None = None
     device_class: str | None = None
+    privacy_budget: PrivacyBudget | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,11 @@ class DeviceConfig:
         return self.state_dir / "state.db"
 
     @property
+    def privacy_ledger_path(self) -> Path:
+        """The privacy ledger (SQLite): every DP participation of this device."""
+        return self.state_dir / "privacy.sqlite"
+
+    @property
     def telemetry_path(self) -> Path:
         """The JSON-lines telemetry log."""
         return self.telemetry_log or self.state_dir / "telemetry.jsonl"
@@ -109,9 +120,10 @@ class DeviceConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> DeviceConfig:
         """Build from parsed TOML tables ``[superlink]`` and ``[device]``."""
-        unknown = set(raw) - {"superlink", "device", "gate"}
+        unknown = set(raw) - set(_TABLES)
         if unknown:
-            raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected [superlink], [device], [gate]")
+            expected = ", ".join(f"[{t}]" for t in _TABLES)
+            raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected {expected}")
         link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
         dev = _table(
             raw,
@@ -164,8 +176,20 @@ class DeviceConfig:
             except (GateError, ValueError, OSError) as exc:
                 raise DeviceConfigError(f"[gate]: {exc}") from exc
             gate_policy = policy
+        privacy_budget = None
+        if "privacy" in raw:
+            priv = _table(raw, "privacy", {"epsilon", "delta"})
+            values = {k: priv.get(k) for k in ("epsilon", "delta")}
+            for key, value in values.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise DeviceConfigError(f"privacy.{key} is required and must be a number, got {value!r}")
+            try:
+                privacy_budget = PrivacyBudget(epsilon=float(values["epsilon"]), delta=float(values["delta"]))  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise DeviceConfigError(f"[privacy]: {exc}") from exc
         return cls(
             superlink_url=url,
+            privacy_budget=privacy_budget,
             gate_policy=gate_policy,
             device_class=device_class,
             state_dir=path(dev, "state_dir", "device"),
@@ -174,6 +198,9 @@ class DeviceConfig:
             telemetry_log=path(dev, "telemetry_log", "device") if "telemetry_log" in dev else None,
             **numbers,  # type: ignore[arg-type]
         )
+
+
+_TABLES = ("superlink", "device", "gate", "privacy")
 
 
 def _table(raw: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:

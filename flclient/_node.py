@@ -98,6 +98,7 @@ class FleetNode:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_connect: Callable[[int], None] | None = None,
+        on_pushed: Callable[[str], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -108,6 +109,7 @@ class FleetNode:
         self._monotonic = monotonic
         self._wall = wall
         self._on_connect = on_connect
+        self._on_pushed = on_pushed
         self.node_id: int | None = None
         self._last_heartbeat = -float("inf")
         self._last_push: float | None = None
@@ -247,7 +249,7 @@ class FleetNode:
         bytes_down = self.fleet.traffic.bytes_down - traffic_before
         content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
         try:
-            outcome = self.executor.run(meta.message_type, content)
+            outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
             self._reply_error(
                 pulled, f"declined: {exc.reason}: {exc.detail}", started, outcome="declined", reason=exc.reason
@@ -343,6 +345,8 @@ class FleetNode:
                 continue
             self.store.mark_reply(reply.reply_to, "pushed")
             self.store.bump("replies")
+            if self._on_pushed is not None:
+                self._on_pushed(reply.reply_to)
             self._last_push = self._monotonic()
             self._log(
                 {"event": "pushed", "reply_to": reply.reply_to[:16], "bytes_up": self.fleet.traffic.bytes_up - before}

@@ -55,7 +55,7 @@ import numpy as np
 from ._errors import FeatureError, PrivacyBudgetExhausted, TaskDeclined
 from .features import FeatureModule, SandboxLimits
 from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, RecordDict
-from .gate import ParticipationGate, RoundOutcome
+from .gate import ParticipationGate, Reason, RoundOutcome
 from .secagg import SecAggTaskHandler
 from .update import (
     BlockInt8Codec,
@@ -177,8 +177,12 @@ class TaskExecutor:
             module.close()
         self._modules.clear()
 
-    def run(self, message_type: str, content: RecordDict) -> TaskOutcome:
-        """Execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run as asked."""
+    def run(self, message_type: str, content: RecordDict, *, message_id: str = "") -> TaskOutcome:
+        """Execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run as asked.
+
+        ``message_id`` (the instruction's) names the round in the privacy ledger, so that the node can mark the
+        participation uploaded once its reply is pushed (:meth:`PrivacyLedger.mark_uploaded_round`).
+        """
         if self.secagg is not None and self.secagg.wants(content):
             return TaskOutcome(self.secagg.run(content, lambda c: self.run(message_type, c).content))
         kind = message_type.split(".")[0]
@@ -204,6 +208,10 @@ class TaskExecutor:
             start = self.gate.may_start()
             if not start.eligible:
                 raise _not_eligible(RoundOutcome(status="not_eligible", reasons=tuple(r.value for r in start.reasons)))
+        noise = _num(config, "dp-noise-multiplier", 0.0) if pipeline is not None else 0.0
+        if noise and self.ledger is not None and not self.ledger.check(noise_multiplier=noise).allowed:
+            # Refused before any work: the round would take the device past its lifetime privacy budget.
+            raise _not_eligible(RoundOutcome(status="not_eligible", reasons=(Reason.PRIVACY_BUDGET.value,)))
         t0 = self.clock()
         x, y, data_class = self._features(config)
         device_record: RecordDict = {}
@@ -284,7 +292,7 @@ class TaskExecutor:
             }
         )
         if pipeline is not None:
-            round_id = f"{int(_num(config, 'server-round', 0))}/{int(_num(config, 'model-version', 0))}"
+            round_id = message_id or f"{int(_num(config, 'server-round', 0))}/{int(_num(config, 'model-version', 0))}"
             try:
                 encoded = pipeline.run(round_id=round_id, new=new, old=params, names=list(params)).to_bytes()
             except PrivacyBudgetExhausted as exc:

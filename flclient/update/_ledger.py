@@ -180,6 +180,17 @@ class PrivacyLedger(SqliteFile):
         except sqlite3.Error as exc:
             raise PrivacyLedgerError(f"cannot write the privacy ledger: {exc}") from exc
 
+    def mark_uploaded_round(self, round_id: str) -> int:
+        """Mark every participation charged for ``round_id`` uploaded; returns how many rows it marked."""
+        try:
+            cur = self._conn().execute(
+                "UPDATE privacy_participations SET uploaded_at = ? WHERE round_id = ? AND uploaded_at IS NULL",
+                (self._clock(), round_id),
+            )
+        except sqlite3.Error as exc:
+            raise PrivacyLedgerError(f"cannot write the privacy ledger: {exc}") from exc
+        return cur.rowcount
+
     def _rho(self) -> float:
         try:
             rows = self._conn().execute("SELECT noise_multiplier FROM privacy_participations").fetchall()
