@@ -17,7 +17,9 @@ The task config (``content["config"]``) says what to run:
 ``update-codec``           reply with an encoded delta instead of the new arrays (see :func:`update_pipeline`):
                            ``fp32`` ``fp16`` ``bf16`` ``int8`` ``rotated1`` ``rotated2`` ``rotated4`` ``topk``
 ``clip-norm``              L2 bound of the delta (needed by DP); ``topk-fraction`` the share top-k keeps
-``dp-noise-multiplier``    local Gaussian DP noise (std = multiplier x clip-norm); ``dp-mode`` must be ``local``
+``dp-noise-multiplier``    Gaussian DP noise multiplier; ``dp-mode`` ``local``: the device adds noise of std
+                           multiplier x clip-norm; ``central``: the device only clips, the server adds the noise;
+                           either way the round is charged to the device's privacy ledger
 ``query``                  ``feature-stats`` (query messages): reply the sum, sum of squares and count of the
                            feature module's numeric output columns (raw, unscaled) in a ``"stats"`` record
 ``scaler`` ``scaler-version``  a federated scaler (JSON ``{"version", "module-sha256", "mean", "std"}``) and
@@ -485,13 +487,14 @@ def update_pipeline(
     noise = _num(config, "dp-noise-multiplier", 0.0)
     if noise:
         mode = config.get("dp-mode", "local")
-        if mode != "local":
-            raise TaskDeclined("bad-config", f"dp-mode {mode!r} is not supported by this server path; use 'local'")
+        if mode not in ("local", "central"):
+            raise TaskDeclined("bad-config", f"dp-mode must be 'local' or 'central', got {mode!r}")
         if not clip:
             raise TaskDeclined("bad-config", "dp-noise-multiplier needs clip-norm (the sensitivity)")
         if not (noise > 0 and np.isfinite(noise)):
             raise TaskDeclined("bad-config", f"dp-noise-multiplier must be a positive number, got {noise}")
-        stages.append(PrivacyStage(config=PrivacyConfig(mode="local", noise_multiplier=noise), ledger=ledger))
+        privacy = PrivacyConfig(mode="central" if mode == "central" else "local", noise_multiplier=noise)
+        stages.append(PrivacyStage(config=privacy, ledger=ledger))
     feedback = ErrorFeedback(store=residuals) if residuals is not None and not codec.unbiased else None
     stages.append(EncodeStage(codec=codec, rng=rng(), error_feedback=feedback))
     return UpdatePipeline(stages)

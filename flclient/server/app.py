@@ -11,6 +11,10 @@ Submit it as a Flower app whose ``serverapp`` component is ``flclient.server.app
 ``rollback-drop`` (roll back when accuracy falls this much below the best version; 0 = off)
 ``update-codec`` (fp32 | fp16 | bf16 | int8 | rotated1 | rotated2 | rotated4 | topk; unset = plain float32 arrays)
 ``clip-norm`` ``topk-fraction`` ``dp-noise-multiplier`` ``dp-mode`` (local)   the devices' update pipeline
+``dp-mode = central`` (devices clip only; the server clips again, averages with equal weights and adds Gaussian
+noise, see :mod:`flclient.server._dp`) ``dp-delta`` (1e-5) ``dp-population`` (cohort sampling rate = nodes in
+the round / population; default: the nodes in the round are everyone): round records carry ``dp`` with the
+run's epsilon so far (PLD, dp-accounting)
 ``secagg`` (true: SecAgg+ training rounds) ``secagg-clip`` ``secagg-bits``   secure aggregation
 ``server-optimizer`` (fedavg | fedavgm | fedadam) ``server-lr`` ``server-momentum`` ``adam-beta1`` ``adam-beta2``
 ``adam-tau``   the server optimiser applied to the aggregated delta (see :mod:`flclient.server._optim`)
@@ -39,6 +43,7 @@ from flwr.serverapp import Grid, ServerApp
 from .._errors import SecAggAborted, TaskDeclined, UpdateCodecError
 from .._task import personal_parameter_names
 from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
+from ._dp import CentralDP, central_dp_aggregate
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
 from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
@@ -139,8 +144,21 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     for key in ("clip-norm", "topk-fraction", "dp-noise-multiplier"):
         if key in cfg:
             task_config[key] = float(cfg[key])
-    if task_config.get("dp-mode", "local") != "local":
-        raise ValueError("dp-mode must be 'local': this server adds no central noise")
+    if task_config.get("dp-mode", "local") not in ("local", "central"):
+        raise ValueError("dp-mode must be 'local' (devices add noise) or 'central' (this server adds it)")
+    central_dp = None
+    if task_config.get("dp-mode") == "central":
+        central_dp = CentralDP(
+            clip_norm=float(task_config.get("clip-norm", 0.0)),
+            noise_multiplier=float(task_config.get("dp-noise-multiplier", 0.0)),
+            delta=float(cfg.get("dp-delta", 1e-5)),
+        )
+        if not task_config.get("update-codec"):
+            task_config["update-codec"] = "fp32"  # the devices' pipeline clips; it runs with an update codec
+        if secagg_requested(cfg) or str(cfg.get("aggregation", "fedavg")) != "fedavg":
+            raise ValueError("dp-mode central needs plain fedavg aggregation without secagg")
+    dp_rounds: list[float] = []  # the sampling rate of every noised round so far
+    dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
     secagg = _truthy(cfg.get("secagg", False))
     if _truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
         raise ValueError("federated-scaler needs a pinned feature-module")
@@ -254,7 +272,19 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
                 optimizer.reset()
                 record["rolled_back_to"] = best[1]
                 shared = {k: v for k, v in params.items() if k not in personal}
-            result = aggregate(shared, updates, method=method, norm_bound=norm_bound)
+            if central_dp is not None:
+                result, noise_std = central_dp_aggregate(shared, updates, central_dp, dp_rng)
+                if result.used:
+                    population = int(cfg.get("dp-population", 0)) or len(nodes)
+                    dp_rounds.append(min(1.0, len(nodes) / max(population, 1)))
+                record["dp"] = {
+                    "mode": "central",
+                    "noise_std": noise_std,
+                    "delta": central_dp.delta,
+                    "epsilon": _dp_epsilon(central_dp, dp_rounds),
+                }
+            else:
+                result = aggregate(shared, updates, method=method, norm_bound=norm_bound)
             record["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
             if result.used:
                 params = {**params, **optimizer.step(shared, result.parameters)}
@@ -328,6 +358,16 @@ def _by_class(reply_metrics: list[tuple[int, dict[str, Any]]], classes: list[str
             "eval_loss": _weighted(group, "eval-loss"),
         }
     return out
+
+
+def secagg_requested(cfg: Mapping[str, Any]) -> bool:
+    """Whether the run config asks for SecAgg training rounds."""
+    return _truthy(cfg.get("secagg", False))
+
+
+def _dp_epsilon(dp: CentralDP, rates: list[float]) -> float:
+    """Epsilon of the noised rounds so far (rounds at the highest sampling rate seen: an upper bound)."""
+    return dp.epsilon(rounds=len(rates), sampling_rate=max(rates)) if rates else 0.0
 
 
 def _truthy(value: Any) -> bool:

@@ -56,3 +56,33 @@ def test_dp_rounds_are_charged_uploaded_and_refused_past_the_budget(
     declines = [t for t in devices.telemetry(1) if t.get("outcome") == "declined"]
     assert len(declines) == 1 and declines[0]["reason"] == "not-eligible", declines
     assert "privacy_budget" in devices.log(1)
+
+
+def test_central_dp_run_clips_on_devices_noises_on_the_server_and_reports_epsilon(
+    superlink: LocalSuperLink, devices: Devices, feature_module: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    devices.configure(2, superlink.url)
+    for i in range(2):
+        with devices.configs[i].open("a") as f:
+            f.write(f"\n[privacy]\nepsilon = 100.0\ndelta = {DELTA}\n")
+        devices.start(i)
+    cfg = run_config(
+        feature_module,
+        tmp_path,
+        **{"dp-mode": "central", "clip-norm": 2.0, "dp-noise-multiplier": 1.0, "dp-population": 20},
+    )
+    records = submit_and_wait(superlink, tmp_path, cfg)
+    rounds = [r for r in records if r["event"] == "round"]
+    assert all(r["replies"] == 2 and not r["failures"] and not r["rejected"] for r in rounds), rounds
+    assert [r["dp"]["noise_std"] for r in rounds] == [pytest.approx(1.0 * 2.0 / 2)] * 2
+    eps = [r["dp"]["epsilon"] for r in rounds]
+    assert 0 < eps[0] < eps[1] and rounds[-1]["dp"]["delta"] == DELTA
+    # Sampled 2 of 20: the same epsilon as dp-accounting states for that mechanism.
+    from flclient.update import central_epsilon
+
+    assert eps[1] == pytest.approx(central_epsilon(noise_multiplier=1.0, sampling_rate=0.1, rounds=2, delta=DELTA))
+    for i in range(2):  # each device charged its ledger with the central mechanism, and added no noise itself
+        path = devices.configs[i].parent / "state" / "privacy.sqlite"
+        with sqlite3.connect(path) as db:
+            mechs = [r[0] for r in db.execute("SELECT mechanism FROM privacy_participations")]
+        assert mechs == ["gaussian-central", "gaussian-central"]
