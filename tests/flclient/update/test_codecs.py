@@ -235,4 +235,22 @@ def test_codec_configs_are_validated() -> None:
     with pytest.raises(ValueError):
         Float16Codec(kind="fp8")
     with pytest.raises(TypeError):
-        RotatedCodec(2)  # type: ignore[misc]
+        RotatedCodec(2)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_rotated_codecs_keep_their_quality_at_extreme_magnitudes(bits: int) -> None:
+    """Inputs are scaled by a power of two before rotating: no float32 overflow or underflow in the norms."""
+    base = np.random.default_rng(bits).standard_t(3, 5000)
+    codec = RotatedCodec(bits=bits)
+    reference = None
+    for magnitude in (1e-30, 1.0, 1e30):
+        x = (base * magnitude).astype(np.float32)
+        y = codec.decode(codec.encode(x, rng=np.random.default_rng(0)), max_coords=x.size)
+        x64 = x.astype(np.float64)
+        nmse = float(np.sum((y - x64) ** 2) / np.sum(x64**2))
+        reference = nmse if reference is None else reference
+        assert nmse == pytest.approx(reference, rel=1e-3)
+    too_big = np.full(4096, 1e37, np.float32)  # norm 6e38: some reconstruction could exceed float32
+    with pytest.raises(UpdateInputError, match="too large"):
+        codec.encode(too_big, rng=np.random.default_rng(0))
