@@ -247,7 +247,9 @@ class FleetNode:
             self.store.mark_received(pulled.message_id, objects)
             self._confirm(pulled)
         bytes_down = self.fleet.traffic.bytes_down - traffic_before
+        fetched = time.perf_counter()
         content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
+        decoded = time.perf_counter()
         try:
             outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
@@ -260,7 +262,8 @@ class FleetNode:
                 pulled, f"failed: {type(exc).__name__}: {exc}", started, outcome="failed", reason=type(exc).__name__
             )
             return
-        device_s = time.perf_counter() - started
+        ran = time.perf_counter()
+        device_s = ran - started
         metrics = outcome.content.get("metrics")
         if isinstance(metrics, MetricRecord):
             extra = {"bytes-down": int(bytes_down), "device-s": device_s}
@@ -273,6 +276,11 @@ class FleetNode:
             train_s=outcome.train_s,
             features_s=outcome.features_s,
             device_s=device_s,
+            # where device_s went besides training: pulling the instruction (network), decoding it, the task
+            fetch_s=fetched - started,
+            decode_s=decoded - fetched,
+            task_s=ran - decoded,
+            store_s=time.perf_counter() - ran,  # encode + durable store of the reply (after device_s)
             bytes_down=bytes_down,
             reply_bytes=sum(len(c) for c in encoded.objects.values()),
             num_examples=outcome.num_examples,

@@ -86,7 +86,9 @@ class RetryPolicy:
     """Capped exponential backoff with full jitter for transient failures.
 
     The n-th retry waits ``uniform(0, min(max_backoff_s, initial_backoff_s * multiplier**n))``; a call gives up
-    after ``max_attempts`` tries with :class:`~flclient.FleetUnavailable`. ``timeout_s`` bounds each request.
+    after ``max_attempts`` tries with :class:`~flclient.FleetUnavailable`. ``timeout_s`` bounds each request
+    and the wait for an object SuperLink announced but does not have yet, which is polled every
+    ``availability_poll_s`` at first (doubling).
     """
 
     initial_backoff_s: float = 0.5
@@ -94,6 +96,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_attempts: int = 6
     timeout_s: float = 30.0
+    availability_poll_s: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.initial_backoff_s <= self.max_backoff_s:
@@ -106,6 +109,8 @@ class RetryPolicy:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        if not 0 < self.availability_poll_s <= self.max_backoff_s:
+            raise ValueError(f"availability_poll_s must be in (0, max_backoff_s], got {self.availability_poll_s}")
 
     def delays(self, rng: random.Random) -> Iterator[float]:
         """The waits between attempts (one fewer than ``max_attempts``)."""
@@ -219,8 +224,12 @@ class FleetClient:
         return objects
 
     def pull_object(self, node_id: int, run_id: int, oid: str) -> bytes:
-        """One object, waiting (with backoff) while SuperLink has registered but not yet received it."""
-        delays = self.retry.delays(self.rng)
+        """One object, waiting while SuperLink has registered but not yet received it.
+
+        The ServerApp is usually pushing it right now, so the wait polls soon (``retry.availability_poll_s``,
+        doubling, with jitter, capped at ``retry.max_backoff_s``) and gives up after ``retry.timeout_s`` of waiting.
+        """
+        waited, n = 0.0, 0
         while True:
             req = pb.PullObjectRequest(node=pb.Node(node_id=node_id), run_id=run_id, object_id=oid)
             r = self._call("pull-object", req, pb.PullObjectResponse)
@@ -235,10 +244,12 @@ class FleetClient:
                 if object_id(content) != oid:
                     raise ObjectIntegrityError(f"object {oid[:12]}: content does not hash to its id")
                 return content
-            delay = next(delays, None)
-            if delay is None:
-                raise FleetUnavailable(f"object {oid[:12]} did not become available")
+            if waited >= self.retry.timeout_s:
+                raise FleetUnavailable(f"object {oid[:12]} did not become available in {waited:.1f} s")
+            delay = min(self.retry.max_backoff_s, self.retry.availability_poll_s * 2**n)
+            delay *= 0.5 + 0.5 * self.rng.random()
             self.sleep(delay)
+            waited, n = waited + delay, min(n + 1, 30)
 
     def confirm(self, node_id: int, run_id: int, message_id: str) -> None:
         """Tell SuperLink the instruction's objects were all received (it may then free them)."""
@@ -249,7 +260,19 @@ class FleetClient:
 
     # -- replies ---------------------------------------------------------------------------------------------
     def push_message(self, node_id: int, message: EncodedMessage, *, runtime_s: float | None = None) -> None:
-        """Push a reply: announce it, then push the objects SuperLink asks for, re-pushing any it did not store."""
+        """Push a reply: announce it, then push the objects SuperLink asks for.
+
+        Answers get lost after SuperLink acted on a request, so both steps are written to be repeated:
+
+        - ``stored=False`` for an object means it is not pending in this push session, typically because an
+          earlier attempt whose answer was lost stored it. It is tried once more without a session id (SuperLink
+          then finds whichever session still waits for it) and otherwise taken as already stored; the remaining
+          objects are still pushed.
+        - A fresh reply always has objects to push (its ``Message`` object is unique), so an announcement that
+          asks for none is a repeat whose first answer was lost, or SuperLink refusing a repeat of a reply it
+          already has. Either way every object of the reply is pushed without a session id: those still pending
+          in the first session are stored, the others are answered ``stored=False`` and skipped.
+        """
         req = pb.PushMessagesRequest(
             node=pb.Node(node_id=node_id),
             messages_list=[message.message],
@@ -259,21 +282,26 @@ class FleetClient:
         r = self._call("push-messages", req, pb.PushMessagesResponse)
         run_id = message.message.metadata.run_id
         for oid in r.objects_to_push:
-            content = message.objects.get(oid)
-            if content is None:
+            if oid not in message.objects:
                 raise FleetProtocolError(f"push-messages asked for object {oid[:12]} that is not in the reply")
-            for _ in range(2):
-                pushed = pb.PushObjectRequest(
-                    node=pb.Node(node_id=node_id),
-                    run_id=run_id,
-                    object_id=oid,
-                    object_content=content,
-                    session_id=r.session_id,
-                )
-                if self._call("push-object", pushed, pb.PushObjectResponse).stored:
-                    break
-            else:
-                raise FleetProtocolError(f"SuperLink did not store object {oid[:12]}")
+        if r.objects_to_push:
+            for oid in r.objects_to_push:
+                if not self._push_object(node_id, run_id, oid, message.objects[oid], r.session_id):
+                    self._push_object(node_id, run_id, oid, message.objects[oid], "")
+        else:
+            for oid in iter_tree_ids(message.tree):
+                if oid in message.objects:
+                    self._push_object(node_id, run_id, oid, message.objects[oid], "")
+
+    def _push_object(self, node_id: int, run_id: int, oid: str, content: bytes, session_id: str) -> bool:
+        pushed = pb.PushObjectRequest(
+            node=pb.Node(node_id=node_id),
+            run_id=run_id,
+            object_id=oid,
+            object_content=content,
+            session_id=session_id,
+        )
+        return bool(self._call("push-object", pushed, pb.PushObjectResponse).stored)
 
     # -- the one place that talks HTTP ---------------------------------------------------------------------
     def _call(self, name: str, request: ProtoMessage, response_type: type[_R]) -> _R:

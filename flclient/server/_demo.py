@@ -28,6 +28,10 @@ __all__ = ["make_partitions", "run_demo", "start_device", "write_device_config"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
+"""A linear model: the small one the end-to-end tests train."""
+DEMO_MODEL_SPEC = json.dumps({"layers": [[67, 64, "relu"], [64, 10, "none"]], "loss": "cross_entropy"})
+"""The demo's model: one hidden layer, trained for a few epochs per round, closer to a real on-device round."""
+DEMO_TRAINING = {"model-spec": DEMO_MODEL_SPEC, "lr": 0.1, "epochs": 5, "batch-size": 16}
 
 
 def make_partitions(n_devices: int, out_dir: Path, *, seed: int = 0, alpha: float = 0.5) -> list[Path]:
@@ -197,9 +201,7 @@ def run_demo(
             "feature-module": pin,
             "feature-module-sha256": sha,
             "feature-scale": "23,1,10",
-            "model-spec": MODEL_SPEC,
-            "lr": 0.5,
-            "epochs": 2,
+            **DEMO_TRAINING,
             "seed": seed,
             "init-seed": seed,
             "metrics-path": str(metrics_path),

@@ -2,8 +2,15 @@
 
 Rules are checked per request in order; each has a budget (how many times it may fire), so a test's
 faults are bounded in count and in time. Actions: ``drop`` (close the connection without an answer, before
-forwarding), ``delay`` (sleep, then forward), ``hold`` (block until released, then drop), and response
-rewrites (``corrupt-object``, ``oversize-object``, ``content-type``, ``truncate``).
+forwarding), ``lose-answer`` (forward, so SuperLink acts on the request, then close the connection: the
+lost-reply case), ``delay`` (sleep, then forward), ``hold`` (block until released, then drop),
+``forward-hold`` (forward, then block until released and drop), and response rewrites (``corrupt-object``,
+``oversize-object``, ``content-type``, ``truncate``).
+
+``per_instruction`` scripts faults by instruction instead of by time: the n-th instruction that a
+``pull-messages`` answer hands out through this proxy gets ``per_instruction[n]`` on its first ``pull-object``
+(``""`` = none). The rule is armed inside the proxy before the device sees the instruction, so no test thread
+races the device for it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 from flclient.fleet._proto import flclient_fleet_pb2 as pb
+
+_REWRITES = ("corrupt-object", "oversize-object", "content-type", "truncate")
 
 
 @dataclass
@@ -34,11 +43,13 @@ class FlakyProxy:
     upstream: str
     rules: list[Rule] = field(default_factory=list)
     seed: int = 0
+    per_instruction: list[str] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
+        self.armed: list[str] = []  # per-instruction faults armed so far, in order
         self._client = httpx.Client(base_url=self.upstream, timeout=30, trust_env=False)
         proxy = self
 
@@ -67,13 +78,19 @@ class FlakyProxy:
                     self.connection.close()
                     return
                 status, ctype, content = r.status_code, r.headers.get("content-type", ""), r.content
-                if rule is not None and rule.action == "forward-hold":  # upstream got it; the answer is lost
-                    proxy.released.wait(60)
+                if status == 200 and "pull-messages" in self.path:
+                    proxy._arm_per_instruction(content)
+                if rule is not None and rule.action in ("forward-hold", "lose-answer"):  # upstream got it
+                    if rule.action == "forward-hold":
+                        proxy.released.wait(60)
                     self.close_connection = True
                     self.connection.close()
                     return
-                if rule is not None and status == 200:
-                    ctype, content = proxy._rewrite(rule.action, ctype, content)
+                if rule is not None and status == 200 and rule.action in _REWRITES:
+                    if "pull-object" in self.path and not pb.PullObjectResponse.FromString(content).object_available:
+                        proxy._unfire(rule)  # no object in this answer yet: keep the fault for its next answer
+                    else:
+                        ctype, content = proxy._rewrite(rule.action, ctype, content)
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(content)))
@@ -85,6 +102,16 @@ class FlakyProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def _arm_per_instruction(self, content: bytes) -> None:
+        n = len(pb.PullMessagesResponse.FromString(content).messages_list)
+        with self._lock:
+            for _ in range(n):
+                if self.per_instruction:
+                    fault = self.per_instruction.pop(0)
+                    if fault:
+                        self.rules.append(Rule(fault, path="pull-object", budget=1))
+                        self.armed.append(fault)
 
     def _pick(self, path: str) -> Rule | None:
         with self._lock:
@@ -110,6 +137,10 @@ class FlakyProxy:
                 msg.object_content = msg.object_content + b"\0" * (6 * 1024 * 1024)
             return ctype, msg.SerializeToString()
         return ctype, content
+
+    def _unfire(self, rule: Rule) -> None:
+        with self._lock:
+            rule.fired -= 1
 
     def fired(self, action: str) -> int:
         with self._lock:

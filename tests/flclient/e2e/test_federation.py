@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -70,6 +72,7 @@ def test_device_killed_mid_round_restarts_without_duplicate_reply(
             assert time.monotonic() < deadline, devices.log(0)
             time.sleep(0.1)
         devices.kill9(0)
+        before = devices.telemetry(0)  # what the killed process did
         proxy.released.set()
         devices.start(0)  # same state directory: same key, node id and stored reply
         assert superlink.wait(run_id, timeout_s=120) == "finished:completed", superlink.logs(run_id)
@@ -78,16 +81,36 @@ def test_device_killed_mid_round_restarts_without_duplicate_reply(
     records = [r for r in _read(Path(app_cfg["metrics-path"])) if r["event"] in ("round", "evaluate")]
     assert [r["replies"] for r in records] == [2, 2, 2]
     assert all(r["duplicates"] == 0 and not r["failures"] for r in records), records
-    pushes = [t for t in devices.telemetry(0) if t["event"] == "pushed"]
+    # The killed process had computed round 1's reply but not finished pushing it.
+    (interrupted,) = [t for t in before if t["event"] == "task"]
+    assert interrupted["outcome"] == "replied" and interrupted["round"] == "1"
+    assert not [t for t in before if t["event"] == "pushed"]
+    # The restarted process resumed that same run with the same node: it pushed the stored reply (computed once,
+    # not again), then took part in the remaining rounds; every reply was pushed once and counted once above.
+    after = devices.telemetry(0)[len(before) :]
+    tasks = [t for t in devices.telemetry(0) if t["event"] == "task"]
+    assert [t["message_id"] for t in tasks].count(interrupted["message_id"]) == 1
+    assert [t["round"] for t in tasks] == ["1", "2", "3"] and {t["run_id"] for t in tasks} == {run_id}
+    assert all(t["outcome"] == "replied" for t in tasks), tasks
+    pushes = [t for t in after if t["event"] == "pushed"]
+    assert pushes[0]["reply_to"] == interrupted["message_id"]
     assert len(pushes) == len({p["reply_to"] for p in pushes}) == 3  # each reply pushed once
+    connected = [json.loads(line) for line in devices.log(0).splitlines() if '"connected"' in line]
+    assert len(connected) >= 2 and len({c["node_id"] for c in connected}) == 1  # one node id across the restart
 
 
 def test_flaky_link_loses_no_update(
     superlink: LocalSuperLink, devices: Devices, feature_module: tuple[Path, str, str], tmp_path: Path
 ) -> None:
+    # Requests dropped before SuperLink sees them, delayed, and answers lost after SuperLink acted on the request
+    # (a reply announced or an object stored, but the device never hears so and pushes again).
+    lost_announce = Rule("lose-answer", path="push-messages", share=0.5, budget=2)
+    lost_object = Rule("lose-answer", path="push-object", share=0.3, budget=2)
     proxy = FlakyProxy(
         superlink.url,
         [
+            lost_announce,
+            lost_object,
             Rule("drop", share=0.3, budget=12),
             Rule("delay", share=0.3, budget=12, delay_s=0.4),
         ],
@@ -101,45 +124,45 @@ def test_flaky_link_loses_no_update(
     finally:
         proxy.close()
     assert proxy.fired("drop") > 0 and proxy.fired("delay") > 0
+    assert lost_announce.fired == 2 and lost_object.fired == 2  # every lost-answer fault happened
     rounds = _rounds(records)
-    assert [r["replies"] for r in rounds] == [2, 2, 2]
-    assert all(not r["failures"] and r["duplicates"] == 0 for r in rounds), rounds
+    assert [r["replies"] for r in rounds] == [2, 2, 2]  # no update lost...
+    assert all(not r["failures"] and r["duplicates"] == 0 for r in rounds), rounds  # ...none counted twice
+    for i in (0, 1):
+        tasks = [t for t in devices.telemetry(i) if t["event"] == "task"]
+        pushes = [t["reply_to"] for t in devices.telemetry(i) if t["event"] == "pushed"]
+        assert [t["outcome"] for t in tasks] == ["replied"] * 3, tasks  # each instruction computed once
+        assert sorted(pushes) == sorted(t["message_id"] for t in tasks)  # and its reply recorded pushed once
 
 
 def test_hostile_responses_are_rejected_and_the_node_keeps_running(
     superlink: LocalSuperLink, devices: Devices, feature_module: tuple[Path, str, str], tmp_path: Path
 ) -> None:
     # One fault per round for device 0; device 1 is direct. Faults: an object whose bytes do not match its id,
-    # then an oversized object; then a wrong content type and a truncated protobuf on pull-object.
-    proxy = FlakyProxy(superlink.url)
+    # then an oversized object; then a wrong content type and a truncated protobuf on pull-object. The proxy arms
+    # each one when it hands out the next instruction (no test thread racing the device's next pull), and none for
+    # the final evaluation.
+    faults = ["corrupt-object", "oversize-object", "content-type", "truncate"]
+    proxy = FlakyProxy(superlink.url, per_instruction=[*faults, ""])
     try:
         devices.configure(2, [proxy.url, superlink.url])
         devices.start(0)
         devices.start(1)
-        faults = ["corrupt-object", "oversize-object", "content-type", "truncate"]
         cfg = run_config(feature_module, tmp_path, **{"num-server-rounds": len(faults)})
-        from flclient.server import write_flower_app
-
-        run_id = superlink.submit(write_flower_app(tmp_path / "app", cfg))
-        metrics = Path(cfg["metrics-path"])
-        for n, fault in enumerate(faults):
-            # arm the next fault once the previous round is over
-            while len([r for r in _read(metrics) if r["event"] == "round"]) < n:
-                time.sleep(0.1)
-            proxy.rules.append(Rule(fault, path="pull-object", budget=1))
-        assert superlink.wait(run_id, timeout_s=150) == "finished:completed", superlink.logs(run_id)
+        submit_and_wait(superlink, tmp_path, cfg)
     finally:
         proxy.close()
+    metrics = Path(cfg["metrics-path"])
     rounds = [r for r in _read(metrics) if r["event"] in ("round", "evaluate")]
     assert devices.alive(0), devices.log(0)
-    assert all(proxy.fired(f) == 1 for f in faults)
+    assert proxy.armed == faults and all(proxy.fired(f) == 1 for f in faults)
     rejected = [t for t in devices.telemetry(0) if t.get("outcome") == "rejected"]
     assert len(rejected) == len(faults), devices.telemetry(0)
     reasons = " ".join(t["reason"] for t in rejected)
     for phrase in ("does not hash to its id", "over ", "content type", "not a valid"):
         assert phrase in reasons, reasons
     assert all(r["replies"] == 2 for r in rounds)
-    assert sum(sum(r["failures"].values()) for r in rounds) == len(faults)
+    assert sum(sum(cast(dict[str, int], r["failures"]).values()) for r in rounds) == len(faults)
     assert not rounds[-1]["failures"]  # after the faults, device 0 takes part normally
 
 

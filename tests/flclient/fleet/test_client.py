@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flclient import FleetAuthError, FleetProtocolError, FleetRunNotRunning, FleetUnavailable, ObjectIntegrityError
 from flclient.fleet import FleetClient, MockTransport, NodeKey, RetryPolicy, TransportError, TransportResponse
+from flclient.fleet._objects import EncodedMessage
 from flclient.fleet._proto import flclient_fleet_pb2 as pb
 
 PB = {"content-type": "application/protobuf"}
@@ -130,29 +131,125 @@ def test_object_not_yet_available_is_awaited() -> None:
     sleeps: list[float] = []
     client = _client(lambda *a: TransportResponse(200, answers.pop(0).SerializeToString(), PB), sleeps)
     assert client.pull_object(1, 2, object_id(good)) == good
-    assert len(sleeps) == 2
+    assert len(sleeps) == 2 and sleeps[0] <= 0.02 < sleeps[1] * 4  # polled soon, then less often
 
 
-def test_push_repushes_an_object_superlink_did_not_store() -> None:
+def test_object_that_never_becomes_available_gives_up_after_the_timeout() -> None:
+    sleeps: list[float] = []
+    never = pb.PullObjectResponse(object_found=True, object_available=False).SerializeToString()
+    client = _client(lambda *a: TransportResponse(200, never, PB), sleeps, retry=RetryPolicy(timeout_s=5))
+    with pytest.raises(FleetUnavailable, match="did not become available"):
+        client.pull_object(1, 2, "ab" * 32)
+    assert 5 <= sum(sleeps) < 5 + 20 and len(sleeps) < 20
+
+
+def test_pull_objects_fetches_the_missing_objects_and_checks_each() -> None:
+    from flclient.fleet import PulledMessage
+
+    enc = _reply()
+    served: list[str] = []
+    corrupt: set[str] = set()
+
+    def handler(path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
+        oid = pb.PullObjectRequest.FromString(content).object_id
+        served.append(oid)
+        body = enc.objects[oid] + (b"x" if oid in corrupt else b"")
+        answer = pb.PullObjectResponse(object_found=True, object_available=True, object_content=body)
+        return TransportResponse(200, answer.SerializeToString(), PB)
+
+    client = _client(handler)
+    message = PulledMessage(enc.message.metadata, enc.tree)
+    first = next(iter(enc.objects))
+    assert client.pull_objects(1, message, have={first: enc.objects[first]}) == enc.objects
+    assert sorted(served) == sorted(set(enc.objects) - {first})  # each missing object once, none it had
+    corrupt.add(sorted(enc.objects)[1])
+    with pytest.raises(ObjectIntegrityError, match="does not hash"):
+        client.pull_objects(1, message)
+
+
+def _reply() -> EncodedMessage:
     import numpy as np
 
     from flclient.fleet import ArrayRecord, encode_message
 
-    enc = encode_message(pb.Metadata(run_id=1, message_type="train"), {"a": ArrayRecord({"x": np.ones(2)})})
-    stored_once: set[str] = set()
-    calls: list[str] = []
+    return encode_message(
+        pb.Metadata(run_id=1, message_type="train"), {"a": ArrayRecord({"x": np.ones(2), "y": np.zeros(3)})}
+    )
+
+
+class _PushingSuperLink:
+    """SuperLink's push bookkeeping (flwr 1.41): a session per announcement with its pending objects; an object
+    is stored once, when it is pending in the named session (or, without a session id, in any session); a repeated
+    announcement of a stored reply is refused with no objects to push. ``lose`` lists answers to drop after the
+    request took effect, as ``(call, nth)``."""
+
+    def __init__(self, lose: set[tuple[str, int]]) -> None:
+        self.lose = lose
+        self.sessions: dict[str, set[str]] = {}
+        self.stored: dict[str, bytes] = {}
+        self.announced = False
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
+        call = path.rsplit("/", 1)[1]
+        self.counts[call] = n = self.counts.get(call, 0) + 1
+        if call == "push-messages":
+            req = pb.PushMessagesRequest.FromString(content)
+            sid = f"s{n}"
+            ids = [t.object_id for t in _tree_nodes(req.message_object_trees[0])]
+            self.sessions[sid] = set() if self.announced else {i for i in ids if i not in self.stored}
+            self.announced = True
+            answer: pb.PushMessagesResponse | pb.PushObjectResponse = pb.PushMessagesResponse(
+                objects_to_push=sorted(self.sessions[sid]), session_id=sid
+            )
+        else:
+            obj = pb.PushObjectRequest.FromString(content)
+            owners = [obj.session_id] if obj.session_id else list(self.sessions)
+            owner = next((o for o in owners if obj.object_id in self.sessions.get(o, set())), None)
+            if owner is not None:
+                self.sessions[owner].discard(obj.object_id)
+                self.stored[obj.object_id] = obj.object_content
+            answer = pb.PushObjectResponse(stored=owner is not None)
+        if (call, n) in self.lose:
+            raise TransportError("connection closed after the request was handled")
+        return TransportResponse(200, answer.SerializeToString(), PB)
+
+
+def _tree_nodes(tree: pb.ObjectTree) -> list[pb.ObjectTree]:
+    return [tree, *(n for c in tree.children for n in _tree_nodes(c))]
+
+
+@pytest.mark.parametrize(
+    "lose",
+    [
+        set(),
+        {("push-object", 1)},  # an object stored, its answer lost: the retry is told "not stored"
+        {("push-object", 1), ("push-object", 3)},
+        {("push-messages", 1)},  # the announcement took effect, its answer lost: the repeat is refused
+        {("push-messages", 1), ("push-object", 2)},
+    ],
+)
+def test_push_survives_lost_answers_and_stores_every_object(lose: set[tuple[str, int]]) -> None:
+    enc = _reply()
+    link = _PushingSuperLink(lose)
+    _client(link).push_message(5, enc)
+    assert link.stored == enc.objects
+    assert not any(link.sessions.values())  # nothing left pending anywhere
+
+
+def test_push_retries_an_object_not_stored_in_its_session_without_one() -> None:
+    enc = _reply()
+    sessions: list[str] = []
 
     def handler(path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
-        calls.append(path.rsplit("/", 1)[1])
         if path.endswith("push-messages"):
             return TransportResponse(
                 200, pb.PushMessagesResponse(objects_to_push=list(enc.objects), session_id="s").SerializeToString(), PB
             )
         req = pb.PushObjectRequest.FromString(content)
-        assert req.session_id == "s" and req.object_content == enc.objects[req.object_id]
-        first = req.object_id not in stored_once
-        stored_once.add(req.object_id)
-        return TransportResponse(200, pb.PushObjectResponse(stored=not first).SerializeToString(), PB)
+        assert req.object_content == enc.objects[req.object_id]
+        sessions.append(req.session_id)
+        return TransportResponse(200, pb.PushObjectResponse(stored=req.session_id == "").SerializeToString(), PB)
 
     _client(handler).push_message(5, enc)
-    assert calls.count("push-object") == 2 * len(enc.objects)
+    assert sessions == ["s", ""] * len(enc.objects)
