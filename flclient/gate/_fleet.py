@@ -3,7 +3,9 @@
 Each virtual device runs the real :class:`ParticipationGate` (its profile's policy, a :class:`ManualClock`, signals
 from a :class:`StaticSignals` that the simulator sets from the profile's availability model) and trains a tiny linear
 model on its own non-IID data with numpy. The coordinator side is :class:`RoundPlanner`: over-selection, a round
-deadline and partial aggregation once enough devices reported, which is what a server plugin needs.
+deadline and partial aggregation once enough devices reported, the same rules as the ServerApp's
+(:mod:`flclient.server._rounds`). ``flclient simulate`` runs this model with ``--virtual``; by default it runs
+virtual devices against a real SuperLink (:mod:`flclient.sim`).
 
 Time is virtual (discrete events), so a day of fleet behaviour runs in seconds and every run with the same seed is
 the same. Mid-round dropouts are real gate events: the simulator unplugs a battery device or overheats a mains one,
@@ -57,8 +59,8 @@ def parse_mix(text: str, known: Sequence[str]) -> tuple[tuple[str, float], ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetConfig:
-    """A simulation. ``goal`` updates are wanted per round; ``over_selection`` x goal devices are asked; a round
-    closes at ``deadline_s`` (None: wait for every selected device) and aggregates when at least
+    """A simulation. ``goal`` updates are wanted per round; ``ceil(goal * (1 + over_selection))`` devices are
+    asked; a round closes at ``deadline_s`` (None: wait for every selected device) and aggregates when at least
     ``min_fraction`` x goal reported. Rounds start every ``round_interval_s`` of virtual time."""
 
     devices: int
@@ -66,7 +68,7 @@ class FleetConfig:
     mix: tuple[tuple[str, float], ...]
     seed: int = 0
     goal: int = 20
-    over_selection: float = 1.3
+    over_selection: float = 0.3
     deadline_s: float | None = 900.0
     min_fraction: float = 0.8
     round_interval_s: float = 1800.0
@@ -82,8 +84,8 @@ class FleetConfig:
             raise ValueError("devices, rounds, goal, steps and examples_per_device must be positive")
         if not self.mix:
             raise ValueError("mix must name at least one profile")
-        if not self.over_selection >= 1.0:
-            raise ValueError(f"over_selection must be >= 1, got {self.over_selection}")
+        if not (self.over_selection >= 0.0 and math.isfinite(self.over_selection)):
+            raise ValueError(f"over_selection must be a finite number >= 0, got {self.over_selection}")
         if self.deadline_s is not None and not self.deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {self.deadline_s}")
         if not 0.0 < self.min_fraction <= 1.0:
@@ -97,13 +99,14 @@ class RoundPlanner:
     """The coordinator's round rules, independent of transport (the server plugin applies the same rules)."""
 
     goal: int
-    over_selection: float = 1.3
+    over_selection: float = 0.3
     deadline_s: float | None = None
     min_fraction: float = 0.8
 
     def selection_size(self, available: int) -> int:
-        """How many of ``available`` checked-in devices to ask: goal x over-selection, at most all of them."""
-        return min(available, math.ceil(self.goal * self.over_selection))
+        """How many of ``available`` checked-in devices to ask: ``ceil(goal * (1 + over_selection))``, at most all
+        of them (the same rule as the server's ``over-selection``, :mod:`flclient.server._rounds`)."""
+        return min(available, math.ceil(self.goal * (1.0 + self.over_selection) - 1e-9))
 
     def close(self, finish_times: Mapping[int, float]) -> tuple[list[int], float, bool]:
         """Given device -> seconds after round start at which its update arrived, return the accepted devices

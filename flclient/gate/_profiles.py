@@ -8,6 +8,7 @@ The schema is these dataclasses; ``device_profiles/README.md`` documents it.
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 import re
@@ -203,10 +204,12 @@ class DeviceProfile:
 
 
 def default_profiles_dir() -> Path:
-    """The bundled ``device_profiles`` directory: inside the installed package, else the source checkout's."""
-    packaged = Path(__file__).resolve().parent / "device_profiles"
-    if (packaged / "profiles").is_dir():
-        return packaged
+    """The bundled ``device_profiles`` directory: the package data ``flclient/gate/device_profiles`` (in a source
+    checkout a symlink to the repository's ``device_profiles/``, the source of truth; in a wheel a copy of it),
+    else the source checkout's directory."""
+    bundled = importlib.resources.files("flclient.gate") / "device_profiles"
+    if isinstance(bundled, Path) and (bundled / "profiles").is_dir():
+        return bundled
     return Path(__file__).resolve().parents[2] / "device_profiles"
 
 

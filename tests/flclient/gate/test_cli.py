@@ -48,11 +48,11 @@ def test_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plots = importlib.util.find_spec("matplotlib") is not None
     if not plots:
         print("matplotlib is not installed: simulating without PNG plots")
-    args = ["simulate", "--devices", "50", "--rounds", "4", "--goal", "8", "--out", str(tmp_path)]
+    args = ["simulate", "--virtual", "--devices", "50", "--rounds", "4", "--goal", "8", "--out", str(tmp_path)]
     assert main([*args, *([] if plots else ["--no-plots"])]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["rounds"] == 4 and "cohort_share" in summary
+    assert summary["rounds"] == 4 and "cohort_share" in summary and summary["mode"] == "virtual"
     assert captured.err.count("round ") == 4
     if plots:
         for p in summary["plots"]:

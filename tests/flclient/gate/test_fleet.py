@@ -43,7 +43,7 @@ def test_phones_mostly_train_at_night() -> None:
 
 
 def test_planner_deadline_and_partial_aggregation() -> None:
-    p = RoundPlanner(goal=4, over_selection=1.5, deadline_s=100.0, min_fraction=0.5)
+    p = RoundPlanner(goal=4, over_selection=0.5, deadline_s=100.0, min_fraction=0.5)
     assert p.selection_size(100) == 6 and p.selection_size(3) == 3
     accepted, duration, ok = p.close({1: 10.0, 2: 50.0, 3: 20.0, 4: 30.0, 5: 40.0})
     assert accepted == [1, 3, 4, 5] and duration == 40.0 and ok
@@ -62,4 +62,4 @@ def test_mix_parsing() -> None:
         with pytest.raises(GateError):
             parse_mix(bad, list(PROFILES))
     with pytest.raises(ValueError, match="over_selection"):
-        FleetConfig(devices=1, rounds=1, mix=mix, over_selection=0.5)
+        FleetConfig(devices=1, rounds=1, mix=mix, over_selection=-0.5)

@@ -1,0 +1,120 @@
+"""run_federation with over-selection, a round deadline and partial aggregation, on a Grid of flwr Messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+flwr_app = pytest.importorskip("flwr.app", reason="flwr is not installed (pip install flclient[server])")
+
+
+class ReplyGrid:
+    """Nodes answer a train message with the model + 1 at once, except ``silent`` nodes, which answer only after
+    their round closed (their reply is late), and ``gone`` nodes, which never answer."""
+
+    def __init__(
+        self, nodes: list[int], silent: frozenset[int] = frozenset(), gone: frozenset[int] = frozenset()
+    ) -> None:
+        self.nodes, self.silent, self.gone = nodes, set(silent), set(gone)
+        self.msgs: dict[str, Any] = {}
+        self.asked: list[list[int]] = []
+        self._held: set[str] = set()
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+    def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        self._held.clear()  # a new round: the silent nodes' earlier updates arrive now, late
+        ids, batch = [], []
+        for msg in messages:
+            mid = f"m{len(self.msgs)}"
+            msg.metadata._message_id = mid
+            self.msgs[mid] = msg
+            ids.append(mid)
+            batch.append(msg.metadata.dst_node_id)
+            if msg.metadata.dst_node_id in self.silent:
+                self._held.add(mid)
+        self.asked.append(batch)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
+        out = []
+        for mid in sorted(set(message_ids)):
+            msg = self.msgs.get(mid)
+            if msg is None or mid in self._held or msg.metadata.dst_node_id in self.gone:
+                continue
+            self.msgs[mid] = None
+            arrays = {k: a.numpy() + 1.0 for k, a in msg.content.array_records["arrays"].items()}
+            rd = flwr_app.RecordDict(
+                {
+                    "arrays": flwr_app.ArrayRecord({k: flwr_app.Array(v) for k, v in arrays.items()}),
+                    "metrics": flwr_app.MetricRecord({"num-examples": 10, "eval-loss": 1.0}),
+                }
+            )
+            out.append(flwr_app.Message(rd, reply_to=msg))
+        return out
+
+
+@pytest.fixture(autouse=True)
+def flower_run() -> Iterator[None]:
+    """The run identity a ServerApp process has (Flower's Message constructor reads it)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("_run_id", "_node_id", "_task_id")
+    saved = {n: getattr(TaskIdentity, n) for n in names}
+    for n in names:
+        setattr(TaskIdentity, n, 1)
+    yield
+    for n, v in saved.items():
+        setattr(TaskIdentity, n, v)
+
+
+def _run(tmp_path: Path, grid: ReplyGrid, **cfg: Any) -> list[dict[str, Any]]:
+    from flclient.server.app import run_federation
+
+    base = {
+        "num-server-rounds": 2,
+        "model-spec": json.dumps({"layers": [[2, 1, "none"]], "loss": "mse"}),
+        "metrics-path": str(tmp_path / "m.jsonl"),
+        "history-dir": str(tmp_path / "models"),
+        "node-wait-s": 1,
+        "round-deadline-s": 0.3,
+        "round-poll-s": 0.05,
+    }
+    run_federation(grid, {**base, **cfg})  # type: ignore[arg-type]
+    return [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+
+
+def test_server_over_selects_and_aggregates_what_arrived_by_the_deadline(tmp_path: Path) -> None:
+    grid = ReplyGrid(list(range(1, 11)), gone=frozenset({1, 2, 3}))
+    records = _run(tmp_path, grid, target=4, **{"over-selection": 0.5, "min-replies": 2})
+    rounds = [r for r in records if r["event"] == "round"]
+    assert [len(a) for a in grid.asked[:2]] == [6, 6]  # ceil(4 * 1.5) of the 10 available nodes
+    for r in rounds:
+        assert r["selected"] == 6 and r["nodes"] == 10
+        assert r["replies"] == sum(n not in {1, 2, 3} for n in grid.asked[r["round"] - 1])
+        assert r["aggregated"] == (r["replies"] >= 2)
+        assert r["closed"] in ("target", "deadline", "all-replied")
+        if r["aggregated"]:
+            assert r["new_version"] == r["version"] + 1
+
+
+def test_server_skips_the_round_and_keeps_the_model_below_min_replies(tmp_path: Path) -> None:
+    grid = ReplyGrid([1, 2, 3, 4], gone=frozenset({2, 3, 4}))
+    records = _run(tmp_path, grid, target=4, **{"min-replies": 2})
+    rounds = [r for r in records if r["event"] == "round"]
+    assert all(r["replies"] == 1 and not r["aggregated"] and r["closed"] == "deadline" for r in rounds)
+    assert all(r["new_version"] == r["version"] == 1 for r in rounds)  # the initial model, never replaced
+
+
+def test_late_replies_are_discarded_and_counted(tmp_path: Path) -> None:
+    grid = ReplyGrid([1, 2, 3], silent=frozenset({3}))
+    records = _run(tmp_path, grid, **{"num-server-rounds": 3, "min-replies": 1})
+    rounds = [r for r in records if r["event"] == "round"]
+    assert [r["replies"] for r in rounds] == [2, 2, 2]  # node 3's update never arrives in time
+    assert [r["late"] for r in rounds] == [0, 1, 1]  # ... but arrives during the next round: counted, discarded
+    assert all(r["aggregated"] for r in rounds)
