@@ -1,4 +1,5 @@
-"""Aggregation of device updates (numpy only): weighted FedAvg, coordinate-wise median, trimmed mean, norm bound."""
+"""Aggregation of device updates (numpy only): weighted FedAvg, unweighted mean, coordinate-wise median, trimmed
+mean, norm bound."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..update import decode_update
 
 __all__ = ["AGGREGATIONS", "AggregationResult", "DeviceUpdate", "aggregate", "apply_encoded_update"]
 
-AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
+AGGREGATIONS = ("fedavg", "mean", "median", "trimmed-mean")
 
 Params = Mapping[str, np.ndarray]
 
@@ -51,8 +52,9 @@ def aggregate(
 
     Updates with other parameter names or shapes, non-finite values, no examples, or a delta whose L2 norm
     exceeds ``norm_bound`` are rejected (a Byzantine or broken device cannot move the model arbitrarily far).
-    ``fedavg`` weights by examples; ``median`` and ``trimmed-mean`` (dropping ``trim_fraction`` of the values
-    at each end, per coordinate) are unweighted and robust to a minority of outliers.
+    ``fedavg`` weights by examples; ``mean`` weights every device alike (what a SecAgg round computes, the
+    masked sum over the survivors divided by their number); ``median`` and ``trimmed-mean`` (dropping
+    ``trim_fraction`` of the values at each end, per coordinate) are unweighted and robust to a minority of outliers.
     """
     if method not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
@@ -81,6 +83,8 @@ def aggregate(
         if method == "fedavg":
             w = np.array([u.num_examples for u in good], dtype=np.float64)
             value = np.tensordot(w / w.sum(), stack, axes=1)
+        elif method == "mean":
+            value = stack.mean(axis=0)
         elif method == "median":
             value = np.median(stack, axis=0)
         else:

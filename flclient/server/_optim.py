@@ -8,8 +8,10 @@ optimiser turns it into the next global model (Reddi et al., "Adaptive Federated
 * ``fedadam``: ``m = b1 * m + (1 - b1) * delta``; ``v = b2 * v + (1 - b2) * delta**2``;
   ``x += lr * m / (sqrt(v) + tau)`` (no bias correction, as in the paper)
 
-State (momentum, moments) is kept in float64 and lives as long as the optimiser; :meth:`ServerOptimizer.reset`
-drops it (after a rollback the old momentum points the wrong way).
+State (momentum, moments) is kept in float64. :meth:`ServerOptimizer.state_dict` / :meth:`~ServerOptimizer.
+load_state_dict` move it to and from flat arrays, which :class:`~flclient.server._history.ModelHistory` stores
+with each model version: a resumed or rolled-back run continues with the momentum of the version it starts from
+(not another version's, which points the wrong way). :meth:`ServerOptimizer.reset` drops it.
 """
 
 from __future__ import annotations
@@ -77,8 +79,43 @@ class ServerOptimizer:
         self._m.clear()
         self._v.clear()
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The state as arrays: ``"m/<name>"`` (momentum, or Adam's first moment) and ``"v/<name>"`` (second)."""
+        out = {f"m/{k}": v.copy() for k, v in self._m.items()}
+        out.update({f"v/{k}": v.copy() for k, v in self._v.items()})
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace the state with one from :meth:`state_dict` (an empty mapping resets it).
+
+        Raises ``ValueError`` for a key that is not ``m/<name>`` or ``v/<name>``, for second moments given to an
+        optimiser that has none, and for non-finite values; the state is unchanged then.
+        """
+        m: dict[str, np.ndarray] = {}
+        v: dict[str, np.ndarray] = {}
+        for key, value in state.items():
+            kind, _, name = key.partition("/")
+            if kind not in ("m", "v") or not name:
+                raise ValueError(f"optimizer state key {key!r} is not 'm/<name>' or 'v/<name>'")
+            if kind == "v" and self.name != "fedadam":
+                raise ValueError(f"{self.name} keeps no second moments, the state has {key!r}")
+            arr = np.array(value, dtype=np.float64)
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"optimizer state {key!r} has non-finite values")
+            (m if kind == "m" else v)[name] = arr
+        if self.name == "fedavg" and m:
+            raise ValueError("fedavg keeps no state, the given state has momentum")
+        self._m, self._v = m, v
+
     def step(self, params: Params, aggregated: Params) -> dict[str, np.ndarray]:
-        """The next global model from the current one and the devices' aggregate (same names, shapes)."""
+        """The next global model from the current one and the devices' aggregate (same names, shapes).
+
+        Raises ``ValueError`` when a loaded state does not fit the model (another shape for a layer).
+        """
+        for k, ref in params.items():
+            for store in (self._m, self._v):
+                if k in store and store[k].shape != np.shape(ref):
+                    raise ValueError(f"optimizer state for {k!r} has shape {store[k].shape}, the model {np.shape(ref)}")
         out: dict[str, np.ndarray] = {}
         for k, ref in params.items():
             x = np.asarray(ref, dtype=np.float64)

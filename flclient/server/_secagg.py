@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from ..secagg import SecAggCoordinator, SecAggParams, SecAggResult, choose_degree, flatten_update, unflatten_update
+from ._exchange import send_and_receive
 
 __all__ = ["SecAggRoundConfig", "SecAggRoundOutcome", "secagg_train_round"]
 
@@ -81,7 +82,7 @@ def _exchange(
             Message(content=content, dst_node_id=params.node_ids[index], message_type=MessageType.TRAIN, group_id=group)
         )
     out: dict[int, bytes] = {}
-    for reply in grid.send_and_receive(msgs, timeout=timeout):
+    for reply in send_and_receive(grid, msgs, timeout=timeout):
         if reply.has_error() or "secagg" not in reply.content.config_records:
             continue
         value = reply.content.config_records["secagg"].get("reply")

@@ -37,7 +37,7 @@ def test_norm_bound_and_malformed_updates_are_rejected_with_reasons() -> None:
     assert r.used == (1,)
     assert "exceeds the bound" in r.rejected[2] and "shapes" in r.rejected[3] and "non-finite" in r.rejected[4]
     with pytest.raises(ValueError, match="aggregation must be one of"):
-        aggregate(BASE, [], method="mean")
+        aggregate(BASE, [], method="mode")
 
 
 def test_history_versions_and_rollback(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,8 @@ def _problem(seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.nda
 
 
 def _local_step(w: np.ndarray, a: np.ndarray, b: np.ndarray, lr: float) -> np.ndarray:
-    return w - lr * (a.T @ (a @ w - b)) / len(b)
+    out: np.ndarray = w - lr * (a.T @ (a @ w - b)) / len(b)
+    return out
 
 
 def _federate(opt: ServerOptimizer, rounds: int, local_lr: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
@@ -80,3 +83,69 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="server-lr"):
         ServerOptimizer.from_config({"server-lr": 0})
     assert ServerOptimizer.from_config({"server-optimizer": "fedadam"}).lr == 0.01
+
+
+@pytest.mark.parametrize("name", ["fedavgm", "fedadam"])
+def test_a_restored_state_continues_exactly_where_the_run_left_off(name: str) -> None:
+    rng = np.random.default_rng(3)
+    targets = [{"w": rng.standard_normal((2, 3)).astype(np.float32)} for _ in range(6)]
+    whole = ServerOptimizer(name=name, lr=0.5)
+    first = ServerOptimizer(name=name, lr=0.5)
+    p_whole = p_split = {"w": np.zeros((2, 3), np.float32)}
+    for t in targets[:3]:
+        p_whole = whole.step(p_whole, t)
+        p_split = first.step(p_split, t)
+    state = first.state_dict()
+    assert {k.split("/")[0] for k in state} == ({"m", "v"} if name == "fedadam" else {"m"})
+    resumed = ServerOptimizer(name=name, lr=0.5)
+    resumed.load_state_dict(state)
+    fresh = ServerOptimizer(name=name, lr=0.5)
+    p_fresh = p_split
+    for t in targets[3:]:
+        p_whole = whole.step(p_whole, t)
+        p_split = resumed.step(p_split, t)
+        p_fresh = fresh.step(p_fresh, t)
+    np.testing.assert_array_equal(p_split["w"], p_whole["w"])
+    assert not np.array_equal(p_fresh["w"], p_whole["w"])  # without the state the run goes elsewhere
+
+
+def test_a_state_that_does_not_fit_is_refused() -> None:
+    opt = ServerOptimizer(name="fedavgm")
+    with pytest.raises(ValueError, match="'m/<name>'"):
+        opt.load_state_dict({"w": np.zeros(2)})
+    with pytest.raises(ValueError, match="no second moments"):
+        opt.load_state_dict({"v/w": np.zeros(2)})
+    with pytest.raises(ValueError, match="non-finite"):
+        opt.load_state_dict({"m/w": np.array([np.nan])})
+    with pytest.raises(ValueError, match="fedavg keeps no state"):
+        ServerOptimizer().load_state_dict({"m/w": np.zeros(2)})
+    opt.load_state_dict({"m/w": np.zeros(3)})
+    with pytest.raises(ValueError, match="shape"):
+        opt.step({"w": np.zeros(2, np.float32)}, {"w": np.ones(2, np.float32)})
+    opt.load_state_dict({})  # an empty state resets
+    np.testing.assert_array_equal(opt.step({"w": np.zeros(2, np.float32)}, {"w": np.ones(2, np.float32)})["w"], 1.0)
+
+
+def test_mean_aggregation_weights_every_device_alike() -> None:
+    base = {"w": np.zeros(2, np.float32)}
+    ups = [DeviceUpdate(1, {"w": np.array([1.0, 0.0], np.float32)}, 90), DeviceUpdate(2, {"w": np.zeros(2)}, 10)]
+    np.testing.assert_allclose(aggregate(base, ups, method="mean").parameters["w"], [0.5, 0.0])
+    np.testing.assert_allclose(aggregate(base, ups, method="fedavg").parameters["w"], [0.9, 0.0])
+
+
+def test_model_versions_carry_the_optimizer_state_and_rollback_restores_it(tmp_path: Path) -> None:
+    from flclient.server._history import ModelHistory
+
+    h = ModelHistory(tmp_path / "models", clock=lambda: 0.0)
+    v1 = h.commit({"w": np.zeros(2)}, {"round": 0})  # no optimiser state (the initial model)
+    v2 = h.commit({"w": np.ones(2)}, {"round": 1}, optimizer_state={"m/w": np.array([0.5, 0.25])})
+    v3 = h.commit({"w": np.full(2, 2.0)}, {"round": 2}, optimizer_state={"m/w": np.array([9.0, 9.0])})
+    assert h.load_optimizer_state(v1) == {}
+    np.testing.assert_array_equal(ModelHistory(tmp_path / "models").load_optimizer_state(v2)["m/w"], [0.5, 0.25])
+    v4 = h.rollback(v2, "test")
+    np.testing.assert_array_equal(h.load_optimizer_state()["m/w"], [0.5, 0.25])  # the head is v4, v2's state
+    assert h.head == v4 and h.versions()[-1]["optimizer_state"] and v3 == v4 - 1
+    v5 = h.rollback(v1)
+    assert "optimizer_state" not in h.versions()[v5 - 1] and h.load_optimizer_state() == {}  # v1 had none
+    with pytest.raises(KeyError, match="does not exist"):
+        h.load_optimizer_state(99)

@@ -3,6 +3,7 @@ the federated-statistics round, separate evaluation rounds reported per device c
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,39 +43,53 @@ class ExecutorGrid:
         self.sent: list[tuple[str, str, dict[str, np.ndarray]]] = []  # (type, group, arrays) per message
         self.replies: list[tuple[str, int, dict[str, Any]]] = []  # (type, node, metrics)
         self.uploaded: list[tuple[str, int, str, bytes]] = []  # (type, node, array name, the bytes sent)
+        self._pending: dict[str, Any] = {}  # pushed message id -> its reply
+        self._ids = itertools.count()
 
     def get_node_ids(self) -> list[int]:
         return list(self.executors)
 
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
-        out = []
+        return [self._reply(msg) for msg in messages]
+
+    def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        """Run every message now; its reply waits for :meth:`pull_messages`."""
+        ids = []
         for msg in messages:
-            kind, nid = msg.metadata.message_type, msg.metadata.dst_node_id
-            content: dict[str, Any] = {"config": ConfigRecord(dict(msg.content.config_records["config"]))}
-            arrays = {}
-            if "arrays" in msg.content.array_records:
-                arrays = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
-                content["arrays"] = ArrayRecord(arrays)
-            self.sent.append((kind, msg.metadata.group_id, arrays))
-            try:
-                reply = self.executors[nid].run(kind, content).content
-            except TaskDeclined as exc:
-                out.append(flwr_app.Message(flwr_app.Error(1, f"declined: {exc.reason}: x"), reply_to=msg))
-                continue
-            rd = flwr_app.RecordDict()
-            for name, rec in reply.items():
-                if isinstance(rec, ArrayRecord):
-                    self.uploaded += [(kind, nid, k, np.ascontiguousarray(v).tobytes()) for k, v in rec.arrays.items()]
-                    rd[name] = flwr_app.ArrayRecord(
-                        {k: flwr_app.Array(np.ascontiguousarray(v)) for k, v in rec.arrays.items()}
-                    )
-                elif isinstance(rec, MetricRecord):
-                    rd[name] = flwr_app.MetricRecord(dict(rec.values))
-                    self.replies.append((kind, nid, dict(rec.values)))
-                else:
-                    rd[name] = flwr_app.ConfigRecord(dict(rec.values))
-            out.append(flwr_app.Message(rd, reply_to=msg))
-        return out
+            mid = f"m{next(self._ids)}"
+            msg.metadata._message_id = mid  # what the SuperLink assigns on push
+            self._pending[mid] = self._reply(msg)
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
+        return [self._pending.pop(m) for m in list(message_ids) if m in self._pending]
+
+    def _reply(self, msg: Any) -> Any:
+        kind, nid = msg.metadata.message_type, msg.metadata.dst_node_id
+        content: dict[str, Any] = {"config": ConfigRecord(dict(msg.content.config_records["config"]))}
+        arrays = {}
+        if "arrays" in msg.content.array_records:
+            arrays = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
+            content["arrays"] = ArrayRecord(arrays)
+        self.sent.append((kind, msg.metadata.group_id, arrays))
+        try:
+            reply = self.executors[nid].run(kind, content).content
+        except TaskDeclined as exc:
+            return flwr_app.Message(flwr_app.Error(1, f"declined: {exc.reason}: x"), reply_to=msg)
+        rd = flwr_app.RecordDict()
+        for name, rec in reply.items():
+            if isinstance(rec, ArrayRecord):
+                self.uploaded += [(kind, nid, k, np.ascontiguousarray(v).tobytes()) for k, v in rec.arrays.items()]
+                rd[name] = flwr_app.ArrayRecord(
+                    {k: flwr_app.Array(np.ascontiguousarray(v)) for k, v in rec.arrays.items()}
+                )
+            elif isinstance(rec, MetricRecord):
+                rd[name] = flwr_app.MetricRecord(dict(rec.values))
+                self.replies.append((kind, nid, dict(rec.values)))
+            else:
+                rd[name] = flwr_app.ConfigRecord(dict(rec.values))
+        return flwr_app.Message(rd, reply_to=msg)
 
 
 @pytest.fixture
@@ -237,3 +252,46 @@ def test_device_class_comes_from_device_toml_or_the_data(tmp_path: Path) -> None
         DeviceConfig.from_mapping({**base, "device": {**dev, "device_class": "a b"}}, base_dir=tmp_path)
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 1)), label=np.zeros(2), device_class=np.array("watch"))
     assert NpzDataSource(tmp_path / "d.npz").load().device_class == "watch"
+
+
+@pytest.mark.usefixtures("flower_run")
+def test_a_resumed_run_continues_with_the_saved_server_momentum(tmp_path: Path) -> None:
+    import shutil
+
+    from flclient.server._history import ModelHistory
+
+    def run(directory: Path, **extra: Any) -> ModelHistory:
+        directory.mkdir(exist_ok=True)
+        grid, sha, _ = _grid(directory)
+        cfg = _cfg(directory, sha, **{"server-optimizer": "fedavgm", "server-momentum": 0.9, **extra})
+        run_federation(grid, cfg)  # type: ignore[arg-type]
+        return ModelHistory(directory / "models")
+
+    whole = run(tmp_path / "whole")  # three rounds in one go
+    first = run(tmp_path / "split", **{"num-server-rounds": 2})
+    assert set(first.load_optimizer_state()) == {"m/dense0_weight", "m/dense0_bias"}
+    shutil.copytree(tmp_path / "split", tmp_path / "stateless")  # as a history from before states were saved:
+    index = tmp_path / "stateless" / "models" / "index.json"
+    index.write_text(json.dumps([{k: v for k, v in e.items() if k != "optimizer_state"} for e in first.versions()]))
+    for path in (tmp_path / "stateless" / "models").glob("*.opt.npz"):
+        path.unlink()
+    resumed = run(tmp_path / "split", **{"num-server-rounds": 1, "start-version": first.head})
+    assert resumed.versions()[-1]["optimizer_state"]
+    for name, value in whole.load().items():
+        np.testing.assert_allclose(resumed.load()[name], value, rtol=1e-6)
+    # the same resume without the saved momentum lands elsewhere
+    stateless = run(tmp_path / "stateless", **{"num-server-rounds": 1, "start-version": first.head})
+    assert not np.allclose(stateless.load()["dense0_weight"], whole.load()["dense0_weight"], rtol=1e-3)
+
+
+def test_the_server_plugin_does_not_import_the_device_task_executor() -> None:
+    import subprocess
+    import sys
+
+    import flclient._personal
+    import flclient._task
+
+    assert flclient._task.personal_parameter_names is flclient._personal.personal_parameter_names  # re-exported
+    code = "import sys, flclient.server.app; print('flclient._task' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

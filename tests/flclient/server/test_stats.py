@@ -86,7 +86,10 @@ def test_federated_scaler_equals_the_scaler_of_the_union(module: tuple[Path, str
 
 def _train(ex: TaskExecutor, module: tuple[Path, str], **extra: Any) -> dict[str, np.ndarray]:
     params = {"dense0_weight": np.zeros((1, 2), np.float32), "dense0_bias": np.zeros(2, np.float32)}
-    content = {"arrays": ArrayRecord(params), "config": _pin(module, **{"model-spec": SPEC, "lr": 0.5, **extra})}
+    content: dict[str, Any] = {
+        "arrays": ArrayRecord(params),
+        "config": _pin(module, **{"model-spec": SPEC, "lr": 0.5, **extra}),
+    }
     out = ex.run("train", content).content["arrays"]
     assert isinstance(out, ArrayRecord)
     return dict(out.arrays)
@@ -97,7 +100,7 @@ def test_a_device_refuses_a_scaler_it_cannot_apply(module: tuple[Path, str]) -> 
     ex = executors[2]
     v2 = Scaler(2, module[1], (1.0,), (2.0,), 10)
     _train(ex, module, **{"scaler": v2.to_json(), "scaler-version": 2})  # applies, and is now the newest seen
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"scaler": v2.to_json(), "scaler-version": 3}, "names scaler version 3"),
         ({"scaler-version": 2}, "carries no scaler"),
         ({"scaler": Scaler(1, module[1], (1.0,), (2.0,), 10).to_json(), "scaler-version": 1}, "older"),
