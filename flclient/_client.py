@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import DeviceConfig
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
@@ -34,6 +34,9 @@ from .fleet._transport import HttpxTransport, Transport
 from .gate import DeviceSignals, ParticipationGate, SignalSource, SystemClock
 from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
 from .update import PrivacyLedger, SqliteResidualStore, secure_generator
+
+if TYPE_CHECKING:
+    from .artifacts import RoundTrust
 
 __all__ = ["AsyncClient", "Client", "json_logger"]
 
@@ -78,7 +81,7 @@ class Client:
             self.store.set_meta("node_key", key.to_pem())
         else:
             key = NodeKey.from_pem(pem)
-        self._transport = transport or HttpxTransport(config.superlink_url)
+        self._transport = transport or HttpxTransport(config.superlink_url, tls=config.tls)
         self.fleet = FleetClient(
             self._transport,
             key,
@@ -110,6 +113,7 @@ class Client:
             ledger=self.ledger,
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
+            trust=_round_trust(config),
         )
         self.node = FleetNode(
             fleet=self.fleet,
@@ -130,7 +134,11 @@ class Client:
         self._closed = False
 
     def _bind_secagg(self, node_id: int) -> None:
-        """SecAgg needs the node id SuperLink gave this device: (re)build the handler once it is known."""
+        """SecAgg needs the node id SuperLink gave this device: (re)build the handler once it is known.
+
+        Update signatures name the node too (:class:`~flclient.artifacts.RoundTrust`)."""
+        if self.executor.trust is not None:
+            self.executor.trust.node_id = node_id
         current = self.executor.secagg
         if current is None or current.device.node_id != node_id:
             device = SecAggDevice(
@@ -169,6 +177,8 @@ class Client:
         if not self._closed:
             self._closed = True
             self.executor.close()
+            if self.executor.trust is not None:
+                self.executor.trust.close()
             self._transport.close()
             self._secagg_store.close()
             self._residuals.close()
@@ -183,6 +193,15 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _round_trust(config: DeviceConfig) -> RoundTrust | None:
+    """TUF artifacts, model keys and the update key, when ``[artifacts]`` or ``[signatures]`` is configured."""
+    if config.artifacts is None and config.signatures is None:
+        return None  # flclient.artifacts (and tuf) is not even imported
+    from .artifacts import RoundTrust
+
+    return RoundTrust.from_config(config.artifacts, config.signatures, state_dir=config.state_dir)
 
 
 class AsyncClient:

@@ -20,6 +20,19 @@ Example::
     epsilon = 8.0                             # rounds with DP noise are refused once they would exceed it
     delta = 1e-5
 
+    [artifacts]                               # optional: feature modules and models through TUF
+    repository_url = "https://artifacts.example:8443/fleet"
+    trusted_root = "trust/root.json"          # the TUF trust anchor shipped with this file
+    cache_max_mib = 256                       # verified-artifact cache under state_dir/artifacts
+
+    [tls]                                     # optional: the coordinator connection (https superlink.url)
+    ca_bundle = "trust/fleet-ca.pem"          # only this CA is trusted; a mismatch fails closed
+    client_cert = "trust/device.crt"
+    client_key = "trust/device.key"
+
+    [signatures]                              # optional: signed models and signed updates
+    model_keys = ["trust/model.pub"]          # the server plugin's checkpoint key(s); required when given
+
 Relative paths are resolved against the directory of the configuration file.
 """
 
@@ -29,12 +42,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ._errors import DeviceConfigError, GateError
 from .gate import EligibilityPolicy, load_profile
 from .update import PrivacyBudget
+
+if TYPE_CHECKING:  # the artifacts package imports tuf: only loaded when a device configures it
+    from .artifacts import ArtifactsConfig, SignatureConfig, TlsConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,6 +82,9 @@ class DeviceConfig:
     gate_policy: EligibilityPolicy | None = None
     device_class: str | None = None
     privacy_budget: PrivacyBudget | None = None
+    artifacts: ArtifactsConfig | None = None
+    tls: TlsConfig | None = None
+    signatures: SignatureConfig | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +106,8 @@ class DeviceConfig:
             raise DeviceConfigError(
                 f"device.device_class must be 1-64 letters, digits, '.', '_' or '-', got {self.device_class!r}"
             )
+        if self.tls is not None and url.scheme != "https":
+            raise DeviceConfigError(f"a [tls] table needs an https superlink.url, got {self.superlink_url!r}")
         if self.reply_grace_s < 0:
             raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
 
@@ -187,8 +208,10 @@ class DeviceConfig:
                 privacy_budget = PrivacyBudget(epsilon=float(values["epsilon"]), delta=float(values["delta"]))  # type: ignore[arg-type]
             except ValueError as exc:
                 raise DeviceConfigError(f"[privacy]: {exc}") from exc
+        trust = _trust_tables(raw, base_dir=base_dir, state_dir=path(dev, "state_dir", "device"))
         return cls(
             superlink_url=url,
+            **trust,  # type: ignore[arg-type]
             privacy_budget=privacy_budget,
             gate_policy=gate_policy,
             device_class=device_class,
@@ -200,7 +223,30 @@ class DeviceConfig:
         )
 
 
-_TABLES = ("superlink", "device", "gate", "privacy")
+_TABLES = ("superlink", "device", "gate", "privacy", "artifacts", "tls", "signatures")
+
+
+def _trust_tables(raw: Mapping[str, Any], *, base_dir: Path, state_dir: Path) -> dict[str, object]:
+    """``[artifacts]`` (TUF), ``[tls]`` (the coordinator connection) and ``[signatures]`` (model keys, update key)."""
+    if not any(t in raw for t in ("artifacts", "tls", "signatures")):
+        return {}
+    from ._errors import TlsError
+    from .artifacts import ArtifactsConfig, SignatureConfig, TlsConfig
+
+    out: dict[str, object] = {}
+    for name in ("artifacts", "tls", "signatures"):
+        if name in raw and not isinstance(raw[name], dict):
+            raise DeviceConfigError(f"[{name}] must be a table")
+    if "artifacts" in raw:
+        out["artifacts"] = ArtifactsConfig.from_mapping(raw["artifacts"], base_dir=base_dir, state_dir=state_dir)
+    if "tls" in raw:
+        try:
+            out["tls"] = TlsConfig.from_mapping(raw["tls"], base_dir=base_dir, where="tls")
+        except TlsError as exc:
+            raise DeviceConfigError(str(exc)) from exc
+    if "signatures" in raw:
+        out["signatures"] = SignatureConfig.from_mapping(raw["signatures"], base_dir=base_dir)
+    return out
 
 
 def _table(raw: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:

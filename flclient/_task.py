@@ -27,6 +27,10 @@ The task config (``content["config"]``) says what to run:
                            instead of ``feature-scale``; a scaler this device cannot apply (another version,
                            another module, other width, older than one it already used) declines ``stale-scaler``
 ``proximal-mu``            FedProx: ``mu/2 * ||w - w_global||^2`` added to the local loss (0 = off)
+``model-pin``              ``"global@<version>"``: the model is the TUF checkpoint with ``model-sha256`` (devices
+                           with ``[artifacts]`` fetch and verify it; the task may then carry no arrays)
+``model-signature``        the server plugin's Ed25519 signature of the model (checked with ``[signatures]``)
+``run-id``                 the run (a decimal string): train replies are signed for run, round, node and version
 ``personal-layers``        k > 0: the last k dense layers are this device's private head: trained and kept on
                            the device (``personal_path``), used for its evaluation, and never in a reply
 =========================  ==========================================================================
@@ -50,11 +54,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ._errors import FeatureError, PrivacyBudgetExhausted, TaskDeclined
+from ._personal import personal_parameter_names
 from .features import FeatureModule, SandboxLimits
 from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, RecordDict
 from .gate import ParticipationGate, Reason, RoundOutcome
@@ -78,6 +83,9 @@ from .update import (
     UpdateStage,
     secure_generator,
 )
+
+if TYPE_CHECKING:  # flclient.artifacts imports tuf: loaded only by devices that configure trusted artifacts
+    from .artifacts import RoundTrust
 
 __all__ = [
     "UPDATE_CODECS",
@@ -169,6 +177,7 @@ class TaskExecutor:
     update_rng: Callable[[], np.random.Generator] = secure_generator
     device_class: str | None = None
     personal_path: Path | None = None
+    trust: RoundTrust | None = None
     _personal: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
     _scaler_version: int = field(default=0, init=False, repr=False)
@@ -199,7 +208,7 @@ class TaskExecutor:
         if kind not in ("train", "evaluate"):
             raise TaskDeclined("unsupported-message-type", f"this device runs train, evaluate and query, not {kind!r}")
         arrays = content.get("arrays")
-        if not isinstance(arrays, ArrayRecord):
+        if not isinstance(arrays, ArrayRecord) and self.trust is None:
             raise TaskDeclined("no-model", "the instruction carries no 'arrays' record")
         pipeline = (
             update_pipeline(config, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
@@ -221,7 +230,11 @@ class TaskExecutor:
             device_record["device"] = ConfigRecord({"device-class": str(self.device_class or data_class)})
         features_s = self.clock() - t0
         spec = _model_spec(config)
-        params = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.arrays.items()}
+        if self.trust is not None:  # a TUF checkpoint pin and/or the server's signature, checked before loading
+            params = self.trust.global_model(arrays.arrays if isinstance(arrays, ArrayRecord) else None, config)
+        else:
+            assert isinstance(arrays, ArrayRecord)
+            params = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.arrays.items()}
         personal = personal_parameter_names(config)
         local_params = dict(params)
         if personal:
@@ -307,12 +320,27 @@ class TaskExecutor:
             }
         else:
             reply = {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics), **device_record}
+        if self.trust is not None:
+            self._sign_reply(reply, config)
         return TaskOutcome(
             reply,
             train_s=train_s,
             features_s=features_s,
             num_examples=int(result.num_examples),
         )
+
+    def _sign_reply(self, reply: RecordDict, config: Mapping[str, ConfigValue]) -> None:
+        """Add the ``"signature"`` record: the device's Ed25519 signature over its update, bound to the context."""
+        from .artifacts._round import SIGNATURE_RECORD, update_payload
+
+        assert self.trust is not None
+        update, plain = reply.get(UPDATE_RECORD), reply.get("arrays")
+        encoded = update.arrays["payload"].tobytes() if isinstance(update, ArrayRecord) else None
+        arrays = plain.arrays if isinstance(plain, ArrayRecord) else None
+        payload = update_payload(arrays, encoded, int(_num(config, "model-version", 0)))
+        signed = self.trust.sign_reply(payload, config)
+        if signed is not None:
+            reply[SIGNATURE_RECORD] = ConfigRecord(dict(signed))
 
     # -- the private head (personalisation) ---------------------------------------------------------------------------
     def _personal_head(self) -> dict[str, np.ndarray]:
@@ -359,6 +387,19 @@ class TaskExecutor:
                 self._modules[sha] = module
                 return module
             module.close()
+        fetched = self.trust.module(name, version, sha) if self.trust is not None else None
+        if fetched is not None:  # through TUF: exactly the pinned name, version and sha256, verified
+            try:
+                module = FeatureModule.load(
+                    fetched, limits=self.sandbox, cache_dir=self.module_cache_dir, expected_sha256=sha
+                )
+            except FeatureError as exc:
+                raise TaskDeclined("feature-module-invalid", f"{pin} from the artifact repository: {exc}") from exc
+            if (module.manifest.name, module.manifest.version) != (name, version):
+                module.close()
+                raise TaskDeclined("feature-module-pin", f"the artifact published as {pin} is another module")
+            self._modules[sha] = module
+            return module
         raise TaskDeclined(
             "feature-module-pin",
             f"no local module is {pin} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
@@ -498,21 +539,6 @@ def update_pipeline(
     feedback = ErrorFeedback(store=residuals) if residuals is not None and not codec.unbiased else None
     stages.append(EncodeStage(codec=codec, rng=rng(), error_feedback=feedback))
     return UpdatePipeline(stages)
-
-
-def personal_parameter_names(config: Mapping[str, ConfigValue]) -> frozenset[str]:
-    """The parameter names of the private head (the last ``personal-layers`` dense layers of ``model-spec``)."""
-    k = _num(config, "personal-layers", 0.0)
-    if not k:
-        return frozenset()
-    raw = config.get("model-spec")
-    try:
-        n_layers = len(json.loads(raw)["layers"]) if isinstance(raw, str) else 0
-    except (ValueError, KeyError, TypeError):
-        n_layers = 0
-    if k != int(k) or not 0 < k < n_layers:
-        raise TaskDeclined("bad-config", f"personal-layers must be a whole number in [0, {n_layers}), got {k}")
-    return frozenset(f"dense{i}_{p}" for i in range(n_layers - int(k), n_layers) for p in ("weight", "bias"))
 
 
 def _not_eligible(outcome: RoundOutcome) -> TaskDeclined:

@@ -34,6 +34,7 @@ from ._client import ArtifactsConfig, TrustedArtifacts
 from ._fetcher import HttpxFetcher
 from ._pins import ArtifactKind, ArtifactPin
 from ._repository import ArtifactRepository, RepositoryPolicy, key_from_pem, signer_from_pem
+from ._round import RoundTrust, SignatureConfig, load_update_key, refusal_reason, update_payload
 from ._signed import (
     Checkpoint,
     UpdateContext,
@@ -71,6 +72,8 @@ __all__ = [
     "MetadataRollback",
     "MetadataUntrusted",
     "RepositoryPolicy",
+    "RoundTrust",
+    "SignatureConfig",
     "SignedArtifactError",
     "TlsConfig",
     "TlsConfigError",
@@ -83,10 +86,13 @@ __all__ = [
     "decode_checkpoint",
     "encode_checkpoint",
     "key_from_pem",
+    "load_update_key",
+    "refusal_reason",
     "sign_checkpoint",
     "sign_update",
     "signer_from_pem",
     "tls_failure",
+    "update_payload",
     "verify_checkpoint",
     "verify_update",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from tuf.api import exceptions as tuf_exceptions
@@ -53,6 +55,8 @@ from ._tls import TlsConfig
 __all__ = ["ArtifactsConfig", "TrustedArtifacts"]
 
 _MIB = 1 << 20
+_BATCH = _MIB  # bytes per hand-off to the hashing/writing thread
+_BATCH_CHUNKS = 512  # and at most this many chunks (one writev: IOV_MAX is 1024 on Linux)
 # What can come out of tuf.ngclient (fetch errors are wrapped in DownloadError by tuf itself) and our fetcher.
 _LIBRARY_ERRORS = (tuf_exceptions.RepositoryError, tuf_exceptions.DownloadError, OSError, FLClientError)
 
@@ -183,6 +187,7 @@ class TrustedArtifacts:
             tls=config.tls, timeout_s=config.timeout_s, deadline_s=config.deadline_s
         )
         self._updater: Updater | None = None
+        self._pool: ThreadPoolExecutor | None = None  # runs a download while its metadata is verified
         self._closed = False
         base = config.repository_url.rstrip("/")
         self._metadata_url = f"{base}/metadata/"
@@ -233,6 +238,12 @@ class TrustedArtifacts:
         target has another hash, :class:`~flclient.ArtifactTampered` / :class:`~flclient.ArtifactTooLarge` when
         the download is not what the metadata promised. ``protect`` names target paths the cache must not evict
         to make room (those in use).
+
+        The download starts while the delegated metadata is fetched and verified: with consistent snapshots the
+        pin alone names the target's URL (``<sha256>.<version>``). Until the signed target info is known the
+        download is bounded by the cache's size cap, then by the signed length; it is only hashed into a
+        temporary file, and nothing is installed unless the metadata is trusted and agrees with the pin and with
+        every byte. A refusal abandons it (and deletes it) at once.
         """
         hit = self.cached(pin)
         if hit is not None:
@@ -241,32 +252,69 @@ class TrustedArtifacts:
         fresh = self._updater is None
         if fresh:
             self.refresh()
-        info = self._targetinfo(path)
-        if info is None and not fresh:
-            # The task may pin something published after our last refresh: look once more, at the newest.
-            self.refresh()
-            info = self._targetinfo(path)
-        if info is None:
-            raise ArtifactNotFound(path, "no trusted target has this name and version in the role it belongs to")
         updater = self._updater
         assert updater is not None
-        trusted_sha = info.hashes.get("sha256")
-        if trusted_sha != pin.sha256:
-            raise ArtifactPinMismatch(
-                path, f"the signed metadata says sha256 {str(trusted_sha)[:16]}…, the task pinned {pin.sha256[:16]}…"
-            )
-        if info.length > self.cache.max_bytes:
-            raise ArtifactTooLarge(path, f"is {info.length} bytes, more than the cache's {self.cache.max_bytes}")
-        download = self.cache.temp_path()
+        early = self._start_download(updater, pin)
         try:
-            self._download(updater, info, download)
+            info = self._targetinfo(path)
+            if info is None and not fresh:
+                # The task may pin something published after our last refresh: look once more, at the newest.
+                self.refresh()
+                updater = self._updater
+                assert updater is not None
+                info = self._targetinfo(path)
+            if info is None:
+                raise ArtifactNotFound(path, "no trusted target has this name and version in the role it belongs to")
+            trusted_sha = info.hashes.get("sha256")
+            if trusted_sha != pin.sha256:
+                raise ArtifactPinMismatch(
+                    path,
+                    f"the signed metadata says sha256 {str(trusted_sha)[:16]}…, the task pinned {pin.sha256[:16]}…",
+                )
+            if info.length > self.cache.max_bytes:
+                raise ArtifactTooLarge(path, f"is {info.length} bytes, more than the cache's {self.cache.max_bytes}")
+        except BaseException:
+            if early is not None:
+                early.abandon()
+            raise
+        url = self._targets_url + _target_url_path(updater, info)
+        if early is not None and (early.url != url or set(info.hashes) != {"sha256"}):
+            early.abandon()  # the metadata names another URL or more hashes: download the way it says
+            early = None
+        if early is None:
+            early = _Download(url, self.cache.temp_path(), limit=info.length, algorithms=tuple(info.hashes))
+            early.run(self._fetcher)
+        else:
+            early.limit = info.length
+        try:
+            received, digests = early.result()
+            if received != info.length:
+                raise tuf_exceptions.LengthOrHashMismatchError(f"got {received} bytes, the metadata says {info.length}")
+            for algo, digest in digests.items():
+                if digest != info.hashes[algo]:
+                    raise tuf_exceptions.LengthOrHashMismatchError(
+                        f"{algo} of the download differs from the metadata's"
+                    )
         except _LIBRARY_ERRORS as exc:
-            download.unlink(missing_ok=True)
+            early.abandon()
             raise _translate(exc, path, stage="target") from exc
         except BaseException:
-            download.unlink(missing_ok=True)
+            early.abandon()
             raise
-        return self.cache.install(path, download, sha256=pin.sha256, length=info.length, protect=protect)
+        return self.cache.install(path, early.dest, sha256=pin.sha256, length=info.length, protect=protect)
+
+    def _start_download(self, updater: Updater, pin: ArtifactPin) -> _Download | None:
+        """The pinned target's download, started before its metadata is known (consistent snapshots only)."""
+        trusted = getattr(updater, "_trusted_set", None)
+        if trusted is None or not bool(trusted.root.consistent_snapshot):
+            return None
+        dirname, _, basename = quote(pin.target_path, safe="/").rpartition("/")
+        url = f"{self._targets_url}{dirname}/{pin.sha256}.{basename}"
+        download = _Download(url, self.cache.temp_path(), limit=self.cache.max_bytes, algorithms=("sha256",))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flclient-artifacts")
+        download.start(self._pool, self._fetcher)
+        return download
 
     def _targetinfo(self, path: str) -> TargetFile | None:
         assert self._updater is not None
@@ -274,42 +322,6 @@ class TrustedArtifacts:
             return self._updater.get_targetinfo(path)
         except _LIBRARY_ERRORS as exc:
             raise _translate(exc, path, stage="metadata") from exc
-
-    def _download(self, updater: Updater, info: TargetFile, dest: Path) -> None:
-        """``Updater.download_target`` without its second copy: the bytes stream into ``dest`` while a worker
-        thread hashes and writes the previous chunk (hashlib and file writes release the GIL), and the length
-        and every hash in the signed target info are checked before the file can be installed."""
-        url = self._targets_url + _target_url_path(updater, info)
-        try:
-            hashers = {algo: hashlib.new(algo) for algo in info.hashes}
-        except ValueError as exc:
-            raise ArtifactTampered(info.path, f"the metadata names a hash this device cannot check: {exc}") from exc
-        received = 0
-
-        def consume(chunk: bytes, f: BinaryIO) -> None:
-            for h in hashers.values():
-                h.update(chunk)
-            f.write(chunk)
-
-        chunks = self._fetcher.fetch(url)
-        with dest.open("wb") as f, ThreadPoolExecutor(max_workers=1) as worker, contextlib.closing(chunks):  # type: ignore[type-var]
-            pending: Future[None] | None = None
-            for chunk in chunks:
-                received += len(chunk)
-                if received > info.length:
-                    raise tuf_exceptions.DownloadLengthMismatchError(
-                        f"downloaded {received} bytes, more than the {info.length} the signed metadata allows"
-                    )
-                if pending is not None:
-                    pending.result()
-                pending = worker.submit(consume, chunk, f)
-            if pending is not None:
-                pending.result()
-        if received != info.length:
-            raise tuf_exceptions.LengthOrHashMismatchError(f"got {received} bytes, the metadata says {info.length}")
-        for algo, h in hashers.items():
-            if h.hexdigest() != info.hashes[algo]:
-                raise tuf_exceptions.LengthOrHashMismatchError(f"{algo} of the download differs from the metadata's")
 
     def fetch_checkpoint(self, pin: ArtifactPin, *, max_bytes: int | None = None) -> Checkpoint:
         """A pinned model checkpoint, fetched like :meth:`fetch` and decoded (its model version must match)."""
@@ -338,6 +350,8 @@ class TrustedArtifacts:
             return
         self._closed = True
         self.cache.flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         if self._own_fetcher and isinstance(self._fetcher, HttpxFetcher):
             self._fetcher.close()
 
@@ -348,6 +362,105 @@ class TrustedArtifacts:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _Download:
+    """One target download into ``dest``: the bytes stream in while a worker thread hashes and writes the previous
+    batch (hashlib and file writes release the GIL), without ``Updater.download_target``'s second copy.
+
+    The fetcher's chunks are batched by reference (a list, no join) into about ``_BATCH`` bytes per hand-off, so
+    no byte is copied between the socket and the hash/file write. ``limit`` (bytes) may be lowered while the
+    download runs (from the cache cap to the signed length); :meth:`abandon` stops it and deletes ``dest``.
+    """
+
+    def __init__(self, url: str, dest: Path, *, limit: int, algorithms: tuple[str, ...]) -> None:
+        self.url = url
+        self.dest = dest
+        self.limit = limit
+        self._algorithms = algorithms
+        self._cancel = threading.Event()
+        self._future: Future[tuple[int, dict[str, str]]] | None = None
+        self._result: tuple[int, dict[str, str]] | None = None
+
+    def start(self, pool: ThreadPoolExecutor, fetcher: FetcherInterface) -> None:
+        """Run in ``pool``; :meth:`result` waits for it."""
+        self._future = pool.submit(self._stream, fetcher)
+
+    def run(self, fetcher: FetcherInterface) -> None:
+        """Run now, in this thread."""
+        self._result = self._stream(fetcher)
+
+    def result(self) -> tuple[int, dict[str, str]]:
+        """Bytes received and their hex digests; raises what the download raised."""
+        if self._result is None:
+            assert self._future is not None
+            self._result = self._future.result()
+        return self._result
+
+    def abandon(self) -> None:
+        """Stop the download (if it still runs), wait for it, delete the file; idempotent."""
+        self._cancel.set()
+        if self._future is not None:
+            with contextlib.suppress(BaseException):
+                self._future.result()
+        self.dest.unlink(missing_ok=True)
+
+    def _stream(self, fetcher: FetcherInterface) -> tuple[int, dict[str, str]]:
+        try:
+            hashers = {algo: hashlib.new(algo) for algo in self._algorithms}
+        except ValueError as exc:
+            raise ArtifactTampered(self.url, f"the metadata names a hash this device cannot check: {exc}") from exc
+        received = 0
+
+        def consume(batch: list[bytes], fd: int) -> None:
+            for chunk in batch:
+                for h in hashers.values():
+                    h.update(chunk)
+            _write_all(fd, batch)
+
+        chunks = fetcher.fetch(self.url)
+        with (
+            self.dest.open("wb", buffering=0) as f,
+            ThreadPoolExecutor(max_workers=1) as worker,
+            contextlib.closing(chunks),  # type: ignore[type-var]
+        ):
+            pending: Future[None] | None = None
+            batch: list[bytes] = []
+            batched = 0
+            for chunk in chunks:
+                if self._cancel.is_set():
+                    raise ArtifactUnavailable(self.url, "download abandoned")
+                received += len(chunk)
+                if received > self.limit:
+                    raise tuf_exceptions.DownloadLengthMismatchError(
+                        f"downloaded {received} bytes, more than the {self.limit} allowed"
+                    )
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= _BATCH or len(batch) >= _BATCH_CHUNKS:
+                    if pending is not None:
+                        pending.result()
+                    pending = worker.submit(consume, batch, f.fileno())
+                    batch, batched = [], 0
+            if pending is not None:
+                pending.result()
+            consume(batch, f.fileno())
+        if received > self.limit:  # the limit may have dropped to the signed length after the last chunk
+            raise tuf_exceptions.DownloadLengthMismatchError(f"downloaded {received} bytes, more than {self.limit}")
+        return received, {algo: h.hexdigest() for algo, h in hashers.items()}
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """Write ``buffers`` in order with one ``writev`` (no join, no copy), finishing a partial write by hand."""
+    if not buffers:
+        return
+    written = os.writev(fd, buffers)
+    total = sum(len(b) for b in buffers)
+    if written == total:
+        return
+    rest = memoryview(b"".join(buffers))[written:]
+    while rest:
+        rest = rest[os.write(fd, rest) :]
 
 
 def _set_reference_time(updater: Updater, now: datetime) -> None:

@@ -22,15 +22,14 @@ if TYPE_CHECKING:
 
 __all__ = ["HttpxFetcher"]
 
-_CHUNK = 1 << 20
-
 
 class HttpxFetcher(FetcherInterface):
     """Downloads with one keep-alive ``httpx.Client``; the TLS settings come from a :class:`TlsConfig`.
 
     ``timeout_s`` bounds connecting and each read; ``deadline_s`` bounds a whole download (slow-retrieval
     attacks), measured with ``clock`` (monotonic seconds). Compression is refused (``Accept-Encoding:
-    identity``), so the length TUF enforces is the length on the wire. Use it as a context manager or
+    identity``) and the body is not decoded, so the length TUF enforces is the length on the wire. Chunks are
+    yielded as the socket delivers them (tens of KiB), without a re-chunking copy. Use it as a context manager or
     call :meth:`close`.
     """
 
@@ -75,8 +74,10 @@ class HttpxFetcher(FetcherInterface):
         return self._chunks(response, url, started)
 
     def _chunks(self, response: httpx.Response, url: str, started: float) -> Iterator[bytes]:
+        # The bytes as they come off the socket: no re-chunking copy (``iter_bytes(n)`` joins pieces into
+        # n-byte chunks), no decoding (compression was refused, so what is hashed is what was on the wire).
         try:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in response.iter_raw():
                 yield chunk
                 if self._clock() - started > self._deadline_s:
                     raise tuf_exceptions.SlowRetrievalError(f"{url}: ran past the {self._deadline_s} s deadline")

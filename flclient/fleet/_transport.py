@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from ..artifacts import TlsConfig
 
 __all__ = ["HttpxTransport", "MockTransport", "Transport", "TransportError", "TransportResponse"]
 
@@ -24,7 +29,11 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
-    """Sends one POST and returns the answer, or raises :class:`TransportError` if there was none."""
+    """Sends one POST and returns the answer, or raises :class:`TransportError` if there was none.
+
+    A transport that verifies TLS raises :class:`~flclient.TlsVerificationFailed` (not a ``TransportError``)
+    when the server's certificate fails verification: the Fleet client does not retry it, nothing is sent.
+    """
 
     def post(self, path: str, content: bytes, headers: Mapping[str, str], timeout_s: float) -> TransportResponse:
         """POST ``content`` to ``path`` (relative to the SuperLink's base URL)."""
@@ -36,12 +45,23 @@ class Transport(Protocol):
 
 
 class HttpxTransport:
-    """A :class:`Transport` over an ``httpx.Client`` (HTTP/1.1, keep-alive) to ``base_url``."""
+    """A :class:`Transport` over an ``httpx.Client`` (HTTP/1.1, keep-alive) to ``base_url``.
 
-    def __init__(self, base_url: str, *, verify: bool | str = True) -> None:
+    ``tls`` pins the CA bundle and presents a client certificate (:class:`~flclient.artifacts.TlsConfig`);
+    without it an https ``base_url`` is verified against the system store. A certificate that fails
+    verification raises :class:`~flclient.TlsVerificationFailed`: the connection fails closed.
+    """
+
+    def __init__(self, base_url: str, *, tls: TlsConfig | None = None) -> None:
         import httpx  # imported here so that importing flclient stays cheap
 
         self._httpx = httpx
+        self._host = urlsplit(base_url).netloc
+        verify: ssl.SSLContext | bool = True
+        if tls is not None:
+            if urlsplit(base_url).scheme != "https":
+                raise ValueError(f"TLS settings need an https base_url, got {base_url!r}")
+            verify = tls.ssl_context()
         self._client = httpx.Client(base_url=base_url, verify=verify, trust_env=False)
         self._closed = False
 
@@ -52,6 +72,11 @@ class HttpxTransport:
         try:
             r = self._client.post(path, content=content, headers=dict(headers), timeout=timeout_s)
         except self._httpx.TransportError as exc:
+            from ..artifacts._tls import tls_failure
+
+            failed = tls_failure(exc, host=self._host)
+            if failed is not None:
+                raise failed from exc
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return TransportResponse(status=r.status_code, content=r.content, headers=dict(r.headers))
 

@@ -4,10 +4,15 @@ Submit it as a Flower app whose ``serverapp`` component is ``flclient.server.app
 :func:`flclient.server.write_flower_app`). Run config keys (all optional):
 
 ``num-server-rounds`` ``min-nodes`` ``node-wait-s`` ``round-timeout-s``     rounds and who takes part
-``aggregation`` (fedavg | median | trimmed-mean) ``trim-fraction`` ``norm-bound`` (0 = off)
+``target`` ``over-selection`` ``round-deadline-s`` ``min-replies`` ``selection-seed`` ``round-poll-s``
+``eval-target``   over-selection, a round deadline and partial aggregation; late replies are discarded and counted;
+round records carry ``selected`` ``closed`` ``late`` ``aggregated`` ``reply_s_p50/p99`` (:mod:`flclient.server._rounds`)
+``aggregation`` (fedavg | mean: equal weights, as SecAgg | median | trimmed-mean) ``trim-fraction``
+``norm-bound`` (0 = off)
 ``feature-module`` ``feature-module-sha256`` ``feature-scale`` (comma-separated)   the pinned feature module
 ``model-spec`` (JSON) ``init-seed`` ``lr`` ``epochs`` ``batch-size`` ``seed`` ``eval-fraction``
-``history-dir`` (model versions) ``metrics-path`` (JSON lines, one per round) ``start-version`` (resume/rollback)
+``history-dir`` (model versions, each with the server optimiser's state) ``metrics-path`` (JSON lines, one per
+round) ``start-version`` (resume/rollback: the model and the optimiser state of that version)
 ``rollback-drop`` (roll back when accuracy falls this much below the best version; 0 = off)
 ``update-codec`` (fp32 | fp16 | bf16 | int8 | rotated1 | rotated2 | rotated4 | topk; unset = plain float32 arrays)
 ``clip-norm`` ``topk-fraction`` ``dp-noise-multiplier`` ``dp-mode`` (local)   the devices' update pipeline
@@ -23,6 +28,8 @@ run's epsilon so far (PLD, dp-accounting)
 rounds never change the model; their records carry ``by_class``: metrics per device class, weighted by examples)
 ``personal-layers`` (k > 0: the model's last k dense layers are private heads on the devices, never uploaded;
 the server aggregates the other layers only; evaluation records carry ``per_device`` accuracies)
+``model-signing-key`` ``artifacts-repo`` ``artifacts-keys`` ``model-via-tuf`` ``require-signed-updates`` ``device-keys``
+signed global models, checkpoints through TUF and verified device updates (see :mod:`flclient.server._trust`)
 ``federated-scaler`` (true: a feature-stats query round first; train/evaluate tasks carry the global ``scaler``
 and its ``scaler-version``, stored as ``<history-dir>/scalers/scaler-<version>.json``)
 """
@@ -41,12 +48,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.serverapp import Grid, ServerApp
 
 from .._errors import SecAggAborted, TaskDeclined, UpdateCodecError
-from .._task import personal_parameter_names
+from .._personal import personal_parameter_names
 from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
 from ._dp import CentralDP, central_dp_aggregate
+from ._exchange import send_and_receive
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
+from ._rounds import RoundCollector, RoundRules
 from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
+from ._trust import ServerTrust
 
 __all__ = ["app", "run_federation"]
 
@@ -96,7 +106,7 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 def _send(grid: Grid, nodes: list[int], kind: str, content: RecordDict, group: str, timeout_s: float) -> list[Message]:
     msgs = [Message(content=content, dst_node_id=n, message_type=kind, group_id=group) for n in nodes]
-    return list(grid.send_and_receive(msgs, timeout=timeout_s))
+    return send_and_receive(grid, msgs, timeout=timeout_s)
 
 
 def _failure_reason(reply: Message) -> str:
@@ -110,6 +120,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     spec = str(cfg.get("model-spec", _DEFAULT_SPEC))
     history = ModelHistory(Path(str(cfg.get("history-dir", "flclient-models"))))
     metrics = _Metrics(str(cfg.get("metrics-path", "")))
+    trust = ServerTrust.from_config(cfg, history_dir=Path(str(cfg.get("history-dir", "flclient-models"))))
     start = int(cfg.get("start-version", 0))
     if start:
         params = history.load(start)
@@ -169,8 +180,11 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
     method = str(cfg.get("aggregation", "fedavg"))
     optimizer = ServerOptimizer.from_config(cfg)
+    if start:  # resume with the momentum/moments saved with that version (none: start them afresh)
+        optimizer.load_state_dict(history.load_optimizer_state(version))
     norm_bound = float(cfg.get("norm-bound", 0.0)) or None
     timeout = float(cfg.get("round-timeout-s", 120))
+    collector = RoundCollector(grid, RoundRules.from_config(cfg))
     rollback_drop = float(cfg.get("rollback-drop", 0.0))
     best: tuple[float, int] = (-1.0, version)
     nodes = _wait_for_nodes(grid, int(cfg.get("min-nodes", 1)), float(cfg.get("node-wait-s", 60)))
@@ -197,6 +211,8 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
                 "config": ConfigRecord({**task_config, "server-round": rnd, "model-version": version}),
             }
         )
+        if trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
+            trust.prepare(content, params, version=version, run_id=grid.run.run_id)
         kind = MessageType.EVALUATE if evaluating else MessageType.TRAIN
         if secagg and not evaluating:
             sa_record: dict[str, Any] = {"event": "round", "round": rnd, "version": version, "nodes": len(nodes)}
@@ -207,7 +223,12 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             sa_record["round_s"] = time.monotonic() - t0
             metrics.write(sa_record)
             continue
-        replies = _send(grid, nodes, kind, content, group, timeout)
+        asked = collector.select(nodes, training=not evaluating)
+        collected = collector.collect(
+            [Message(content=content, dst_node_id=n, message_type=kind, group_id=group) for n in asked],
+            training=not evaluating,
+        )
+        replies = collected.replies
         updates: list[DeviceUpdate] = []
         undecodable: dict[int, str] = {}
         update_bytes = 0
@@ -230,6 +251,11 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             classes.append(_device_class(reply))
             if "eval-acc" in m:
                 per_device[str(src)] = float(m["eval-acc"])
+            if not evaluating and trust is not None:  # verify the update signature before aggregation
+                refused = trust.refuse(reply, server_round=rnd, version=version, run_id=grid.run.run_id)
+                if refused is not None:
+                    undecodable[src] = refused
+                    continue
             if not evaluating and "arrays" in reply.content.array_records:
                 arrays = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
                 updates.append(DeviceUpdate(src, arrays, n))
@@ -259,6 +285,11 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             "update_bytes": update_bytes,
             "by_class": _by_class(reply_metrics, classes),
         }
+        if trust is not None and not evaluating:
+            record["signed_updates"] = trust.take_summary()
+        record.update(collected.to_record())
+        if not evaluating and not collected.aggregate:
+            updates = []  # fewer than min-replies updates in time: skip the round, keep the model
         if evaluating:
             record["final"] = rnd == rounds + 1
             record["per_device"] = per_device
@@ -269,14 +300,14 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             if rollback_drop and acc is not None and acc < best[0] - rollback_drop:
                 version = history.rollback(best[1], f"accuracy {acc:.3f} fell below best {best[0]:.3f}")
                 params = history.load(version)
-                optimizer.reset()
+                optimizer.load_state_dict(history.load_optimizer_state(version))  # the state it had then
                 record["rolled_back_to"] = best[1]
                 shared = {k: v for k, v in params.items() if k not in personal}
             if central_dp is not None:
                 result, noise_std = central_dp_aggregate(shared, updates, central_dp, dp_rng)
                 if result.used:
                     population = int(cfg.get("dp-population", 0)) or len(nodes)
-                    dp_rounds.append(min(1.0, len(nodes) / max(population, 1)))
+                    dp_rounds.append(min(1.0, len(asked) / max(population, 1)))
                 record["dp"] = {
                     "mode": "central",
                     "noise_std": noise_std,
@@ -288,7 +319,9 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             record["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
             if result.used:
                 params = {**params, **optimizer.step(shared, result.parameters)}
-                version = history.commit(params, {"round": rnd, "used": list(result.used)})
+                version = history.commit(
+                    params, {"round": rnd, "used": list(result.used)}, optimizer_state=optimizer.state_dict()
+                )
             record["new_version"] = version
         record["round_s"] = time.monotonic() - t0
         metrics.write(record)
@@ -408,7 +441,11 @@ def _secagg_round(
         "rejected": {str(k): str(v) for k, v in result.rejected.items()},
     }
     new_params = outcome.parameters if optimizer is None else optimizer.step(params, outcome.parameters)
-    new_version = history.commit(new_params, {"round": rnd, "secagg": list(result.survivors)})
+    new_version = history.commit(
+        new_params,
+        {"round": rnd, "secagg": list(result.survivors)},
+        optimizer_state=optimizer.state_dict() if optimizer is not None else None,
+    )
     return new_params, new_version
 
 

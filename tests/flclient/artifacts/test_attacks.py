@@ -196,3 +196,22 @@ def test_unreachable_repository_keeps_the_cache(world: World) -> None:
         with pytest.raises(ArtifactUnavailable, match="HTTP 503"):
             device.refresh()
         assert device.fetch(pin).read_bytes() == V1
+
+
+def test_download_started_before_the_metadata_is_abandoned_when_the_metadata_refuses(world: World) -> None:
+    # The download of a pinned target starts while its metadata is verified. An attacker answering the pinned
+    # URL with endless data gains nothing: the metadata disagrees with the pin, the download is stopped and
+    # deleted, nothing is installed, and the last good artifact stays.
+    device, pin = _good(world)
+    wrong = ArtifactPin(kind="module", name="demo", version="1.0.0", sha256="f" * 64)
+    world.server.overrides[f"targets/modules/demo/{wrong.sha256}.1.0.0"] = lambda: (200, endless())
+    with device:
+        with pytest.raises(ArtifactPinMismatch, match="the task pinned ffff"):
+            device.fetch(wrong)
+        missing = ArtifactPin(kind="module", name="demo", version="9.0.0", sha256="e" * 64)
+        world.server.overrides[f"targets/modules/demo/{missing.sha256}.9.0.0"] = lambda: (200, endless())
+        with pytest.raises(ArtifactNotFound):
+            device.fetch(missing)
+        assert list((device.config.cache_dir / "tmp").iterdir()) == []
+        assert device.cached(wrong) is None
+        _still_good(device, pin)

@@ -1,0 +1,239 @@
+"""The server plugin's side of trusted artifacts: signed global models, checkpoints through TUF, signed updates.
+
+Run config keys (all optional; without any of them nothing here is active):
+
+``model-signing-key``      Ed25519 private key (PEM, ``featurec keygen``): every global model version sent to the
+                           devices carries ``model-signature`` over its canonical checkpoint encoding
+``artifacts-repo``         a TUF repository directory (``ArtifactRepository``): every model version is published as
+                           the checkpoint ``global@<version>`` and tasks carry ``model-pin`` + ``model-sha256``
+``artifacts-keys``         comma-separated private key files for that publishing: the ``checkpoints`` role key
+                           and the online snapshot/timestamp key
+``model-via-tuf``          true: tasks carry only the pin, not the arrays (devices download the checkpoint through
+                           TUF, and a device's cache spares it the download of a version it already has)
+``require-signed-updates`` true: a train reply without a valid update signature is rejected before aggregation
+``device-keys``            a directory of ``*.pub`` device update keys: only those are accepted (a registry)
+
+How the server learns device keys. A reply carries the device's Ed25519 update key beside its signature. With
+``device-keys`` the key must be one of the registered ones; in any case the key is pinned to the node id on
+first use (trust on first use), in ``<history-dir>/device-keys.json``, and a later reply from that node id
+signed by any other key is rejected. This is defensible because the node id is not self-asserted: SuperLink
+authenticates every request of a node with the node's own ECDSA identity key (``flwr-public-key``), so only that
+device could have introduced its first update key; from then on the update signature gives end-to-end
+integrity that no relay between device and ServerApp (SuperLink included) can forge, and it binds each update
+to run, round, node and model version, so a captured update cannot be replayed elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flwr.app import Message, RecordDict
+
+from .. import _signing
+from .._atomic import atomic_write_bytes
+from .._errors import ArtifactPublishError, UpdateSignatureError
+from ..artifacts import ArtifactRepository, UpdateContext, sign_checkpoint, signer_from_pem, verify_update
+from ..artifacts._round import (
+    MODEL_PIN,
+    MODEL_SHA256,
+    MODEL_SIGNATURE,
+    SIGNATURE_RECORD,
+    UPDATE_KEY,
+    UPDATE_SIGNATURE,
+    update_payload,
+)
+
+__all__ = ["DeviceKeyPins", "ServerTrust"]
+
+_KEYS = ("model-signing-key", "artifacts-repo", "require-signed-updates", "device-keys")
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+@dataclass
+class DeviceKeyPins:
+    """Which update key each node id uses, pinned on first use and kept in ``path`` (JSON, atomic writes)."""
+
+    path: Path
+    registry: frozenset[str] | None = None
+    _pins: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            raw = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            raw = {}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"device key pins {self.path} cannot be read: {exc}") from exc
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            raise ValueError(f"device key pins {self.path} must map node ids to PEM keys")
+        self._pins = dict(raw)
+
+    def key_for(self, node_id: int, offered_pem: bytes) -> Ed25519PublicKey:
+        """The key to verify ``node_id``'s update with: its pinned key, or ``offered_pem`` pinned now.
+
+        Raises :class:`~flclient.UpdateSignatureError` for a key that is unregistered, malformed or not the
+        one pinned for this node."""
+        try:
+            offered = _signing.load_public_key(offered_pem)
+        except _signing.SignatureError as exc:
+            raise UpdateSignatureError(f"node {node_id} sent an unusable update key: {exc}") from exc
+        offered_id = _signing.key_id(offered)
+        if self.registry is not None and offered_id not in self.registry:
+            raise UpdateSignatureError(f"node {node_id}'s update key {offered_id} is not a registered device key")
+        pinned = self._pins.get(str(node_id))
+        if pinned is None:
+            self._pins[str(node_id)] = offered_pem.decode("ascii")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path, json.dumps(self._pins, indent=1, sort_keys=True).encode(), mode=0o600)
+            return offered
+        key = _signing.load_public_key(pinned.encode("ascii"))
+        if _signing.key_id(key) != offered_id:
+            raise UpdateSignatureError(
+                f"node {node_id} signed with key {offered_id}, but key {_signing.key_id(key)} is pinned for it"
+            )
+        return key
+
+
+@dataclass
+class ServerTrust:
+    """Signs and publishes global models, verifies device updates (see the module docstring)."""
+
+    signing_key: Ed25519PrivateKey | None = None
+    repository: ArtifactRepository | None = None
+    model_via_tuf: bool = False
+    require_signed_updates: bool = False
+    pins: DeviceKeyPins | None = None
+    verified: int = 0
+    rejected: int = 0
+    _published: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)
+    _signatures: dict[int, bytes] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.model_via_tuf and self.repository is None:
+            raise ValueError("model-via-tuf needs artifacts-repo (and artifacts-keys)")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], *, history_dir: Path) -> ServerTrust | None:
+        """From the run config; ``None`` when no trust key is set. A mistake raises ``ValueError``."""
+        if not any(cfg.get(k) for k in _KEYS):
+            return None
+        key = None
+        if cfg.get("model-signing-key"):
+            try:
+                key = _signing.load_private_key(_read(str(cfg["model-signing-key"]), "model-signing-key"))
+            except _signing.SignatureError as exc:
+                raise ValueError(f"model-signing-key: {exc}") from exc
+        repo = None
+        if cfg.get("artifacts-repo"):
+            files = [p.strip() for p in str(cfg.get("artifacts-keys", "")).split(",") if p.strip()]
+            if not files:
+                raise ValueError("artifacts-repo needs artifacts-keys (the checkpoints role key and the online key)")
+            try:
+                signers = [signer_from_pem(_read(p, "artifacts-keys")) for p in files]
+                repo = ArtifactRepository(Path(str(cfg["artifacts-repo"])), signers=signers)
+            except ArtifactPublishError as exc:
+                raise ValueError(f"artifacts-repo: {exc}") from exc
+        registry = None
+        if cfg.get("device-keys"):
+            directory = Path(str(cfg["device-keys"])).expanduser()
+            try:
+                registry = frozenset(
+                    _signing.key_id(_signing.load_public_key(p.read_bytes())) for p in sorted(directory.glob("*.pub"))
+                )
+            except (OSError, _signing.SignatureError) as exc:
+                raise ValueError(f"device-keys: {exc}") from exc
+        return cls(
+            signing_key=key,
+            repository=repo,
+            model_via_tuf=_truthy(cfg.get("model-via-tuf", False)),
+            require_signed_updates=_truthy(cfg.get("require-signed-updates", False)),
+            pins=DeviceKeyPins(history_dir / "device-keys.json", registry=registry),
+        )
+
+    # -- the task ------------------------------------------------------------------------------------------------
+    def prepare(self, content: RecordDict, params: Mapping[str, np.ndarray], *, version: int, run_id: int) -> None:
+        """Add the model's signature / TUF pin and the run id to a task's ``"config"``; without arrays when the
+        model goes through TUF only. Each model version is signed and published once."""
+        config = content.config_records["config"]
+        config["run-id"] = str(run_id)  # uint64: a string, since ConfigRecord integers are sint64
+        if self.signing_key is not None:
+            if version not in self._signatures:
+                self._signatures = {
+                    version: sign_checkpoint(params, model_version=version, private_key=self.signing_key)
+                }
+            config[MODEL_SIGNATURE] = self._signatures[version]
+        if self.repository is not None:
+            if version not in self._published:
+                info = self.repository.publish_checkpoint(params, name="global", model_version=version)
+                self._published[version] = (f"global@{version}", str(info.hashes["sha256"]))
+            config[MODEL_PIN], config[MODEL_SHA256] = self._published[version]
+            if self.model_via_tuf and "arrays" in content:
+                del content["arrays"]
+
+    # -- the replies ---------------------------------------------------------------------------------------------
+    def refuse(self, reply: Message, *, server_round: int, version: int, run_id: int) -> str | None:
+        """Why this train reply must not be aggregated, or ``None``: its update signature is checked against
+        the node's pinned key, in this run, round and model version."""
+        node_id = int(reply.metadata.src_node_id)
+        return self.check_update(
+            reply.content, node_id=node_id, server_round=server_round, version=version, run_id=run_id
+        )
+
+    def check_update(
+        self, content: RecordDict, *, node_id: int, server_round: int, version: int, run_id: int
+    ) -> str | None:
+        """:meth:`refuse` for a reply's content sent by ``node_id``."""
+        record = content.config_records.get(SIGNATURE_RECORD)
+        signature = record.get(UPDATE_SIGNATURE) if record is not None else None
+        public = record.get(UPDATE_KEY) if record is not None else None
+        if not isinstance(signature, bytes) or not isinstance(public, bytes):
+            if self.require_signed_updates:
+                self.rejected += 1
+                return "unsigned update (require-signed-updates)"
+            return None
+        src = node_id
+        try:
+            if "update" in content.array_records and "payload" in content.array_records["update"]:
+                payload = update_payload(None, content.array_records["update"]["payload"].numpy().tobytes(), version)
+            elif "arrays" in content.array_records:
+                arrays = {k: a.numpy() for k, a in content.array_records["arrays"].items()}
+                payload = update_payload(arrays, None, version)
+            else:
+                raise UpdateSignatureError("the reply has a signature but no update")
+            assert self.pins is not None
+            key = self.pins.key_for(src, public)
+            ctx = UpdateContext(run_id=run_id, server_round=server_round, node_id=src, model_version=version)
+            verify_update(payload, signature, context=ctx, trusted_keys=[key])
+        except (UpdateSignatureError, ValueError) as exc:
+            self.rejected += 1
+            return f"bad update signature: {exc}"
+        self.verified += 1
+        return None
+
+    def take_summary(self) -> dict[str, int]:
+        """Updates verified and rejected since the last call (for the round's metrics record)."""
+        out = {"verified": self.verified, "rejected": self.rejected}
+        self.verified = self.rejected = 0
+        return out
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    """The PEM of ``key``'s public half (what a device sends as ``update-key``)."""
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -1,0 +1,146 @@
+"""A real federation where the feature module and the global model both arrive through TUF and every update goes
+back signed: flower-superlink, the flclient ServerApp (signing and publishing each model version into a TUF
+repository) and ``flclient run`` device processes whose only source of the module and the model is that
+repository, served by a static HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flclient import _signing
+from flclient.server import LocalSuperLink
+
+from ..artifacts.support import Clock, StaticServer, make_keys, make_pki, make_repository
+from .conftest import Devices, run_config, submit_and_wait
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class TlsFront:
+    """A TLS terminator (mutual TLS, the test's CA) in front of the SuperLink's plain HTTP Fleet API."""
+
+    def __init__(self, upstream: str, context: ssl.SSLContext) -> None:
+        client = httpx.Client(base_url=upstream, timeout=30, trust_env=False)
+        self.clients: set[str] = set()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                peer = self.connection.getpeercert()
+                front.clients.add(str(dict(x[0] for x in peer["subject"])["commonName"]))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                r = client.post(self.path, content=body, headers=headers)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://localhost:{self.httpd.server_address[1]}"
+        self._client = client
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._client.close()
+
+
+def _trusting(config: Path, *, repo_url: str, root: Path, model_key: Path) -> None:
+    """Make a device configuration TUF-only: no local modules, the repository, the server's model key."""
+    text = config.read_text()
+    start = text.index("feature_modules = [")
+    end = text.index("]", start) + 1
+    config.write_text(
+        text[:start]
+        + "feature_modules = []"
+        + text[end:]
+        + f'\n[artifacts]\nrepository_url = "{repo_url}"\ntrusted_root = {json.dumps(str(root))}\n'
+        + f"timeout_s = 10\n\n[signatures]\nmodel_keys = [{json.dumps(str(model_key))}]\n"
+    )
+
+
+def test_module_and_model_through_tuf_and_updates_verified_before_aggregation(
+    superlink: LocalSuperLink, devices: Devices, feature_module: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    module_path, spec, _ = feature_module
+    keys = make_keys(tmp_path / "keys")
+    repo = make_repository(tmp_path / "repo", keys, Clock())
+    name, version = spec.split("@")
+    repo.add_target("module", f"modules/{name}/{version}", module_path.read_bytes(), {"kind": "module"})
+    root = tmp_path / "root.json"
+    root.write_bytes(repo.trusted_root())
+    # A third device trusts another model key: it must decline every task, and nothing of it is aggregated.
+    impostor = tmp_path / "impostor.pub"
+    impostor.write_bytes(_signing.generate_key_pair()[1])
+    server = StaticServer(tmp_path / "repo")
+    # Device 0 reaches the coordinator over mutual TLS only (CA and certificates made here).
+    pki = make_pki(tmp_path / "pki")
+    front = TlsFront(superlink.url, pki.server_context)
+    try:
+        devices.configure(3, [front.url, superlink.url, superlink.url])
+        for i in range(3):
+            model_key = impostor if i == 2 else keys.directory / "model.pub"
+            _trusting(devices.configs[i], repo_url=server.url(), root=root, model_key=model_key)
+        with devices.configs[0].open("a") as f:
+            f.write(f"\n[tls]\nca_bundle = {json.dumps(str(pki.ca_pem))}\n")
+            f.write(
+                f"client_cert = {json.dumps(str(pki.client_cert))}\nclient_key = {json.dumps(str(pki.client_key))}\n"
+            )
+        for i in range(3):
+            devices.start(i)
+        cfg = run_config(
+            feature_module,
+            tmp_path,
+            **{
+                "min-nodes": 3,
+                "model-signing-key": str(keys.files["model"]),
+                "artifacts-repo": str(tmp_path / "repo"),
+                "artifacts-keys": f"{keys.files['model']},{keys.files['online']}",
+                "model-via-tuf": "true",
+                "require-signed-updates": "true",
+            },
+        )
+        records = submit_and_wait(superlink, tmp_path, cfg, timeout_s=180)
+    finally:
+        server.close()
+        front.close()
+    rounds = [r for r in records if r["event"] == "round"]
+    final = next(r for r in records if r["event"] == "evaluate")
+    assert len(rounds) == 2, records
+    for r in rounds:
+        assert r["replies"] == 3 and r["failures"] == {"model-signature-invalid": 1}, r
+        assert r["signed_updates"] == {"verified": 2, "rejected": 0} and not r["rejected"], r
+        assert r["new_version"] == r["version"] + 1  # both verified updates were aggregated
+    assert final["failures"] == {"model-signature-invalid": 1}
+    assert final["eval_acc"] > rounds[0]["eval_acc"], records
+    # The module and every model version came from the repository; the arrays were never in the tasks.
+    for i in range(2):
+        index = json.loads((devices.configs[i].parent / "state" / "artifacts" / "index.json").read_text())
+        targets = set(index["entries"])
+        assert f"modules/{name}/{version}" in targets
+        assert {f"checkpoints/global/{r['version']}" for r in rounds} <= targets
+        tasks = [t for t in devices.telemetry(i) if t["event"] == "task"]
+        assert [t["outcome"] for t in tasks] == ["replied"] * 3
+        assert max(t["bytes_down"] for t in tasks) < 4 * 67 * 10  # less than the model: it came through TUF
+    assert front.clients == {"device-1"}  # device 0's certificate, seen by the TLS front
+    pins = json.loads((Path(cfg["history-dir"]) / "device-keys.json").read_text())
+    assert len(pins) == 2  # the two devices' update keys, pinned to their node ids on first use
