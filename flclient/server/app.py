@@ -216,8 +216,10 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         kind = MessageType.EVALUATE if evaluating else MessageType.TRAIN
         if secagg and not evaluating:
             sa_record: dict[str, Any] = {"event": "round", "round": rnd, "version": version, "nodes": len(nodes)}
+            # The task's config as prepared above: with the model's signature and the run id when trust is on.
+            prepared = dict(content.config_records["config"])
             params, version = _secagg_round(
-                grid, nodes, params, version, task_config, cfg, rnd, tag, history, sa_record, optimizer
+                grid, nodes, params, version, prepared, cfg, rnd, tag, history, sa_record, optimizer
             )
             sa_record["new_version"] = version
             sa_record["round_s"] = time.monotonic() - t0

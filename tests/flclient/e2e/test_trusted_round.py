@@ -144,3 +144,31 @@ def test_module_and_model_through_tuf_and_updates_verified_before_aggregation(
     assert front.clients == {"device-1"}  # device 0's certificate, seen by the TLS front
     pins = json.loads((Path(cfg["history-dir"]) / "device-keys.json").read_text())
     assert len(pins) == 2  # the two devices' update keys, pinned to their node ids on first use
+
+
+def test_secagg_rounds_carry_the_model_signature_devices_require(
+    superlink: LocalSuperLink, devices: Devices, feature_module: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    devices.configure(3, superlink.url)
+    for i in range(3):
+        with devices.configs[i].open("a") as f:
+            f.write(f"\n[signatures]\nmodel_keys = [{json.dumps(str(keys.directory / 'model.pub'))}]\n")
+        devices.start(i)
+    cfg = run_config(
+        feature_module,
+        tmp_path,
+        **{
+            "num-server-rounds": 1,
+            "min-nodes": 3,
+            "secagg": "true",
+            "secagg-clip": 4.0,
+            "model-signing-key": str(keys.files["model"]),
+        },
+    )
+    records = submit_and_wait(superlink, tmp_path, cfg)
+    (rnd,) = [r for r in records if r["event"] == "round"]
+    assert rnd["secagg"].get("survivors") == 3, rnd  # every device verified the signed model and took part
+    assert rnd["new_version"] == rnd["version"] + 1
+    final = next(r for r in records if r["event"] == "evaluate")
+    assert final["replies"] == 3 and not final["failures"], final
