@@ -70,6 +70,42 @@ class TelemetryLog:
         return out
 
 
+class BackgroundHeartbeats:
+    """Heartbeats from a thread while a task runs (a context manager).
+
+    SuperLink counts a node offline after twice its heartbeat interval; a device that trains for minutes must
+    keep heartbeating meanwhile, or the ServerApp sees it unavailable and its reply is lost. A failed heartbeat
+    is logged, not raised: the node loop deals with the connection after the task. Leaving does not wait for a
+    heartbeat still in flight (the Fleet client is safe to share between threads).
+    """
+
+    def __init__(self, beat: Callable[[], object], period_s: float, log: LogFn) -> None:
+        if not period_s > 0:
+            raise ValueError(f"period_s must be positive, got {period_s}")
+        self._beat = beat
+        self._period_s = period_s
+        self._log = log
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flclient-heartbeat", daemon=True)
+        self.beats = 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            try:
+                self._beat()
+                self.beats += 1
+            except Exception as exc:  # the node loop reconnects if the node really is gone
+                self._log({"event": "heartbeat-error", "error": type(exc).__name__, "reason": str(exc)})
+
+    def __enter__(self) -> BackgroundHeartbeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=0.1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeTiming:
     """Intervals of the node loop (seconds)."""
@@ -251,7 +287,9 @@ class FleetNode:
         content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
         decoded = time.perf_counter()
         try:
-            outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
+            node_id, interval = self.node_id, self.timing.heartbeat_interval_s
+            with BackgroundHeartbeats(lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log):
+                outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
             self._reply_error(
                 pulled, f"declined: {exc.reason}: {exc.detail}", started, outcome="declined", reason=exc.reason
