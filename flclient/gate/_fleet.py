@@ -255,13 +255,11 @@ def _device_round(
     return outcome, d.clock.monotonic() - start_time, sent[0] if sent else None
 
 
-def simulate_fleet(
-    config: FleetConfig,
-    profiles: Mapping[str, DeviceProfile],
-    *,
-    policy: EligibilityPolicy | None = None,
-) -> FleetReport:
-    """Run the simulation; deterministic for a given ``config.seed``."""
+def build_devices(
+    config: FleetConfig, profiles: Mapping[str, DeviceProfile], policy: EligibilityPolicy | None
+) -> tuple[list[_VirtualDevice], dict[str, int], np.random.Generator]:
+    """The fleet's virtual devices (classes in the mix's shares, largest remainders rounded up), the count per
+    class, and the generator the simulation goes on with (seeded by ``config.seed``)."""
     missing = [n for n, _ in config.mix if n not in profiles]
     if missing:
         raise GateError(f"no profile for {', '.join(missing)}")
@@ -274,11 +272,20 @@ def simulate_fleet(
     devices: list[_VirtualDevice] = []
     for name, count in zip(names, counts, strict=True):
         prof = profiles[name]
-        pol = prof.policy(policy)
-        pol = replace(pol, check_interval_s=1e-3)  # every simulated step is a check
+        pol = replace(prof.policy(policy), check_interval_s=1e-3)  # every simulated step is a check
         first = len(devices)
         devices.extend(_VirtualDevice(first + i, prof, pol, rng, config.examples_per_device) for i in range(int(count)))
-    fleet_by_class = {n: int(c) for n, c in zip(names, counts, strict=True)}
+    return devices, {n: int(c) for n, c in zip(names, counts, strict=True)}, rng
+
+
+def simulate_fleet(
+    config: FleetConfig,
+    profiles: Mapping[str, DeviceProfile],
+    *,
+    policy: EligibilityPolicy | None = None,
+) -> FleetReport:
+    """Run the simulation; deterministic for a given ``config.seed``."""
+    devices, fleet_by_class, rng = build_devices(config, profiles, policy)
     planner = RoundPlanner(
         goal=config.goal,
         over_selection=config.over_selection,

@@ -15,14 +15,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._errors import GateError
-from ..gate._fleet import _FEATURES, FleetConfig, FleetReport, RoundReport, _VirtualDevice
+from ..gate._fleet import _FEATURES, FleetConfig, FleetReport, RoundReport, build_devices
 from ..gate._policy import EligibilityPolicy
 from ..gate._profiles import DeviceProfile
 from ._device import DeviceEvent, EventLog, SimClock, VirtualDevice
@@ -113,27 +113,6 @@ class LiveFleetResult:
         return s
 
 
-def _build_devices(
-    config: FleetConfig, profiles: Mapping[str, DeviceProfile], policy: EligibilityPolicy | None
-) -> tuple[list[_VirtualDevice], dict[str, int], np.random.Generator]:
-    missing = [n for n, _ in config.mix if n not in profiles]
-    if missing:
-        raise GateError(f"no profile for {', '.join(missing)}")
-    rng = np.random.default_rng(config.seed)
-    names = [n for n, _ in config.mix]
-    shares = np.array([s for _, s in config.mix])
-    counts = np.floor(shares * config.devices).astype(int)
-    for i in np.argsort(-(shares * config.devices - counts))[: config.devices - int(counts.sum())]:
-        counts[i] += 1
-    devices: list[_VirtualDevice] = []
-    for name, count in zip(names, counts, strict=True):
-        prof = profiles[name]
-        pol = replace(prof.policy(policy), check_interval_s=1e-3)  # every simulated step is a check
-        first = len(devices)
-        devices.extend(_VirtualDevice(first + i, prof, pol, rng, config.examples_per_device) for i in range(int(count)))
-    return devices, {n: int(c) for n, c in zip(names, counts, strict=True)}, rng
-
-
 def run_live_fleet(
     config: LiveFleetConfig,
     profiles: Mapping[str, DeviceProfile],
@@ -149,7 +128,7 @@ def run_live_fleet(
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    states, fleet_by_class, rng = _build_devices(config.fleet, profiles, policy)
+    states, fleet_by_class, rng = build_devices(config.fleet, profiles, policy)
     true_w = rng.normal(0.0, 1.0, _FEATURES)
     own_link = superlink is None
     link = LocalSuperLink(out_dir / "flwr") if superlink is None else superlink
