@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             mix=mix,
             seed=args.seed,
-            goal=args.goal,
+            goal=args.goal if args.goal is not None else min(20, args.devices),
             over_selection=args.over_selection,
             deadline_s=None if args.no_deadline else args.deadline_s,
             min_fraction=args.min_fraction,
@@ -73,6 +74,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise GateError(str(exc)) from exc
+    needed = math.ceil(config.min_fraction * config.goal - 1e-9)
+    if needed > config.devices:
+        raise GateError(
+            f"no round could aggregate: {needed} updates needed (--goal {config.goal} x --min-fraction "
+            f"{config.min_fraction}) but only {config.devices} devices; lower --goal or raise --devices"
+        )
     started = time.perf_counter()
     summary: dict[str, Any]
     if args.virtual:
@@ -146,7 +153,7 @@ def add_gate_commands(sub: Any) -> None:
     s.add_argument("--profiles", default="all", help="'all' or a mix such as rpi4b:3,rpi5:1,android-phone:2")
     s.add_argument("--rounds", type=int, default=10, help="number of rounds")
     s.add_argument("--seed", type=int, default=0, help="random seed (--virtual runs are reproducible)")
-    s.add_argument("--goal", type=int, default=20, help="updates wanted per round")
+    s.add_argument("--goal", type=int, default=None, help="updates wanted per round (default: min(20, devices))")
     s.add_argument(
         "--over-selection", type=float, default=0.3, help="extra share of devices asked: ceil(goal * (1 + this))"
     )
