@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ._errors import DeviceConfigError, GateError
+from ._tables import check_keys, config_path
 from .gate import EligibilityPolicy, load_profile
 from .update import PrivacyBudget
 
@@ -161,11 +162,7 @@ class DeviceConfig:
         )
 
         def path(table: Mapping[str, Any], key: str, where: str) -> Path:
-            value = table.get(key)
-            if not isinstance(value, str) or not value:
-                raise DeviceConfigError(f"{where}.{key} must be a path string")
-            p = Path(value).expanduser()
-            return p if p.is_absolute() else base_dir / p
+            return config_path(table.get(key), f"{where}.{key}", base_dir)
 
         url = link.get("url")
         if not isinstance(url, str):
@@ -253,7 +250,5 @@ def _table(raw: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, An
     table = raw.get(name, {})
     if not isinstance(table, dict):
         raise DeviceConfigError(f"[{name}] must be a table")
-    unknown = set(table) - keys
-    if unknown:
-        raise DeviceConfigError(f"unknown key(s) in [{name}]: {sorted(unknown)}; known: {sorted(keys)}")
+    check_keys(table, name, keys)
     return table

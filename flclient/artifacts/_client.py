@@ -46,6 +46,7 @@ from .._errors import (
     MetadataUntrusted,
     TlsError,
 )
+from .._tables import check_keys, config_path
 from ._cache import ArtifactCache, CachedArtifact
 from ._fetcher import HttpxFetcher
 from ._pins import ArtifactPin
@@ -103,16 +104,10 @@ class ArtifactsConfig:
         """Build from the ``[artifacts]`` table; the cache defaults to ``state_dir/artifacts``. Every mistake is
         one :class:`~flclient.DeviceConfigError` sentence naming the key."""
         known = {"repository_url", "trusted_root", "cache_dir", "cache_max_mib", "timeout_s", "deadline_s", "tls"}
-        unknown = set(raw) - known
-        if unknown:
-            raise DeviceConfigError(f"unknown key(s) in [artifacts]: {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(raw, "artifacts", known)
 
         def path(key: str) -> Path:
-            value = raw.get(key)
-            if not isinstance(value, str) or not value:
-                raise DeviceConfigError(f"artifacts.{key} must be a path string")
-            p = Path(value).expanduser()
-            return p if p.is_absolute() else base_dir / p
+            return config_path(raw.get(key), f"artifacts.{key}", base_dir)
 
         url = raw.get("repository_url")
         if not isinstance(url, str):

@@ -50,6 +50,7 @@ from .._errors import (
     TlsError,
     TlsVerificationFailed,
 )
+from .._tables import check_keys, config_path
 from ._pins import ArtifactPin
 from ._signed import UpdateContext, encode_checkpoint, sign_update, verify_checkpoint
 
@@ -121,16 +122,10 @@ class SignatureConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> SignatureConfig:
         """Build from the ``[signatures]`` table; a mistake is one :class:`~flclient.DeviceConfigError`."""
-        known = {"model_keys", "require_signed_models", "update_key"}
-        unknown = set(raw) - known
-        if unknown:
-            raise DeviceConfigError(f"unknown key(s) in [signatures]: {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(raw, "signatures", {"model_keys", "require_signed_models", "update_key"})
 
         def resolve(value: object, key: str) -> Path:
-            if not isinstance(value, str) or not value:
-                raise DeviceConfigError(f"signatures.{key} must be a path string, got {value!r}")
-            p = Path(value).expanduser()
-            return p if p.is_absolute() else base_dir / p
+            return config_path(value, f"signatures.{key}", base_dir)
 
         keys = raw.get("model_keys", [])
         if not isinstance(keys, list):

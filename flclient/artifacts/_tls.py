@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import TlsConfigError, TlsVerificationFailed
+from .._tables import check_keys, config_path
 
 __all__ = ["TlsConfig", "tls_failure"]
 
@@ -75,16 +76,8 @@ class TlsConfig:
         """Build from a TOML table with keys ``ca_bundle``, ``client_cert``, ``client_key`` (paths, relative
         to ``base_dir``); a mistake is one :class:`~flclient.TlsConfigError` sentence naming the key."""
         known = {"ca_bundle", "client_cert", "client_key"}
-        unknown = set(raw) - known
-        if unknown:
-            raise TlsConfigError(f"unknown key(s) in [{where}]: {sorted(unknown)}; known: {sorted(known)}")
-        paths: dict[str, Path] = {}
-        for key in known & set(raw):
-            value = raw[key]
-            if not isinstance(value, str) or not value:
-                raise TlsConfigError(f"{where}.{key} must be a path string, got {value!r}")
-            p = Path(value).expanduser()
-            paths[key] = p if p.is_absolute() else base_dir / p
+        check_keys(raw, where, known, TlsConfigError)
+        paths = {key: config_path(raw[key], f"{where}.{key}", base_dir, TlsConfigError) for key in known & set(raw)}
         try:
             return cls(**paths)
         except ValueError as exc:
