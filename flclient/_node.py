@@ -157,13 +157,11 @@ class FleetNode:
             raise RuntimeError("the state store has no node key")
         if self.store.get_meta("registered") is None:
             self._register()
+        known = self.store.get_meta("node_id")
         try:
-            node_id = self.fleet.activate(self.timing.heartbeat_interval_s)
-        except FleetProtocolError as exc:
-            known = self.store.get_meta("node_id")
-            if "412" not in str(exc) or known is None:
-                raise
-            node_id = int(known)  # 412: still active from before (a restart, a lost answer): carry on
+            node_id = self.fleet.activate(
+                self.timing.heartbeat_interval_s, known_node_id=None if known is None else int(known)
+            )
         except FleetAuthError as exc:
             # A SuperLink that lost its state (restarted in memory) no longer knows the key: register again.
             self._log({"event": "reregister", "reason": str(exc)})
@@ -178,11 +176,7 @@ class FleetNode:
         return node_id
 
     def _register(self) -> None:
-        try:
-            self.fleet.register()
-        except FleetProtocolError as exc:
-            if "412" not in str(exc):  # 412: this key is registered already, which is what we want
-                raise
+        self.fleet.ensure_registered()
         self.store.set_meta("registered", b"1")
 
     def deactivate(self) -> None:

@@ -9,6 +9,7 @@ backoff and full jitter; the clock, the sleep and the random generator are injec
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import random
 import time
@@ -147,6 +148,10 @@ class PulledMessage:
         return self.metadata.message_id
 
 
+class _PreconditionFailed(FleetProtocolError):
+    """HTTP 412: register-node for a key SuperLink knows, activate-node for a node that is active already."""
+
+
 @dataclass
 class FleetClient:
     """The Fleet API, one method per call; raises the :class:`~flclient.FleetError` family.
@@ -154,8 +159,8 @@ class FleetClient:
     Example::
 
         client = FleetClient(HttpxTransport("http://127.0.0.1:9093"), NodeKey.generate())
-        node_id = client.register()
-        client.activate(node_id, heartbeat_interval_s=30)
+        client.ensure_registered()
+        node_id = client.activate(heartbeat_interval_s=30)
         for msg in client.pull_messages(node_id):
             objects = client.pull_objects(node_id, msg)
     """
@@ -177,10 +182,25 @@ class FleetClient:
         )
         return int(r.node_id)
 
-    def activate(self, heartbeat_interval_s: float) -> int:
-        """Mark the node online (heartbeat interval within SuperLink's [10, 1800] s); returns its node id."""
+    def ensure_registered(self) -> None:
+        """Register the node's public key; a key SuperLink knows already (HTTP 412: a restart, or an earlier
+        answer that was lost) is what we want, not an error."""
+        with contextlib.suppress(_PreconditionFailed):
+            self.register()
+
+    def activate(self, heartbeat_interval_s: float, *, known_node_id: int | None = None) -> int:
+        """Mark the node online (heartbeat interval within SuperLink's [10, 1800] s); returns its node id.
+
+        With ``known_node_id`` (the id an earlier activation returned), an HTTP 412, the node still active from
+        before (a restart, a lost answer), returns that id instead of raising.
+        """
         req = pb.ActivateNodeRequest(public_key=self.key.public_pem, heartbeat_interval=heartbeat_interval_s)
-        return int(self._call("activate-node", req, pb.ActivateNodeResponse).node_id)
+        try:
+            return int(self._call("activate-node", req, pb.ActivateNodeResponse).node_id)
+        except _PreconditionFailed:
+            if known_node_id is None:
+                raise
+            return known_node_id
 
     def heartbeat(self, node_id: int, heartbeat_interval_s: float) -> bool:
         """Tell SuperLink the node is alive; ``False`` means SuperLink no longer considers it active."""
@@ -323,6 +343,8 @@ class FleetClient:
                     raise FleetAuthError(f"{name}: SuperLink refused the node's credentials (401{_detail(resp)})")
                 if resp.status == 403:
                     raise FleetRunNotRunning(f"{name}: the run is not running (403{_detail(resp)})")
+                if resp.status == 412:
+                    raise _PreconditionFailed(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}")
                 if resp.status != 429 and resp.status < 500:
                     raise FleetProtocolError(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}")
                 failure = f"HTTP {resp.status}{_detail(resp)}"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._errors import FLClientError, FleetError, FleetProtocolError, FleetRunNotRunning
+from .._errors import FLClientError, FleetError, FleetRunNotRunning
 from ..fleet import (
     ArrayRecord,
     ConfigRecord,
@@ -178,11 +178,7 @@ class VirtualDevice:
 
     def _one_hour(self, stop: threading.Event) -> None:
         if not self._registered:
-            try:
-                self.fleet.register()
-            except FleetProtocolError as exc:
-                if "412" not in str(exc):  # 412: registered already (an earlier answer was lost)
-                    raise
+            self.fleet.ensure_registered()
             self._registered = True
         now = self.clock.now()
         hour_end = (math.floor(now / _HOUR_S) + 1) * _HOUR_S
@@ -214,12 +210,7 @@ class VirtualDevice:
                 self._wait_wall(min(self.poll_s * (0.5 + self.rng.random()), 1e9), stop)
 
     def _activate(self) -> int:
-        try:
-            node_id = self.fleet.activate(self.heartbeat_s)
-        except FleetProtocolError as exc:
-            if "412" not in str(exc) or self._known_node_id is None:
-                raise
-            node_id = self._known_node_id  # 412: still online from before (a lost answer): carry on
+        node_id = self.fleet.activate(self.heartbeat_s, known_node_id=self._known_node_id)
         self._known_node_id = node_id
         return node_id
 

@@ -253,3 +253,27 @@ def test_push_retries_an_object_not_stored_in_its_session_without_one() -> None:
 
     _client(handler).push_message(5, enc)
     assert sessions == ["s", ""] * len(enc.objects)
+
+
+def test_http_412_means_registered_or_active_already_where_that_is_what_the_node_wants() -> None:
+    def handler(path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
+        return TransportResponse(412, b"already", {"content-type": "text/plain"})
+
+    client = _client(handler)
+    client.ensure_registered()  # the key is known to SuperLink: done
+    with pytest.raises(FleetProtocolError, match="412"):
+        client.register()
+    assert client.activate(30, known_node_id=7) == 7  # still active from before: carry on with that id
+    with pytest.raises(FleetProtocolError, match="412"):
+        client.activate(30)  # no id known: a 412 cannot be resolved here
+
+
+def test_other_client_errors_are_not_taken_for_412() -> None:
+    def handler(path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
+        return TransportResponse(409, b"", {})
+
+    client = _client(handler)
+    with pytest.raises(FleetProtocolError, match="409"):
+        client.ensure_registered()
+    with pytest.raises(FleetProtocolError, match="409"):
+        client.activate(30, known_node_id=7)
