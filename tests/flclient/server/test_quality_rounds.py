@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,20 +90,6 @@ class ExecutorGrid:
             else:
                 rd[name] = flwr_app.ConfigRecord(dict(rec.values))
         return flwr_app.Message(rd, reply_to=msg)
-
-
-@pytest.fixture
-def flower_run() -> Iterator[None]:
-    """Flower's Message needs the task identity a ServerApp process has; set it, then restore it."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    saved = {n: getattr(TaskIdentity, n) for n in names}
-    for n in names:
-        setattr(TaskIdentity, n, 1)
-    yield
-    for n, v in saved.items():
-        setattr(TaskIdentity, n, v)
 
 
 def _grid(tmp_path: Path, *, personal: bool = False) -> tuple[ExecutorGrid, str, np.ndarray]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +59,7 @@ class ReplyGrid:
         return out
 
 
-@pytest.fixture(autouse=True)
-def flower_run() -> Iterator[None]:
-    """The run identity a ServerApp process has (Flower's Message constructor reads it)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    saved = {n: getattr(TaskIdentity, n) for n in names}
-    for n in names:
-        setattr(TaskIdentity, n, 1)
-    yield
-    for n, v in saved.items():
-        setattr(TaskIdentity, n, v)
+pytestmark = pytest.mark.usefixtures("flower_run")  # Flower's Message reads the run identity
 
 
 def _run(tmp_path: Path, grid: ReplyGrid, **cfg: Any) -> list[dict[str, Any]]:

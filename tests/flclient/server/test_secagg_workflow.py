@@ -58,20 +58,6 @@ class DeviceGrid:
         return out
 
 
-@pytest.fixture
-def flower_run() -> Iterable[None]:
-    """Flower's Message needs the task identity a ServerApp process has; set it, then restore it."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    saved = {n: getattr(TaskIdentity, n) for n in names}
-    for n in names:
-        setattr(TaskIdentity, n, 1)
-    yield
-    for n, v in saved.items():
-        setattr(TaskIdentity, n, v)
-
-
 @pytest.mark.usefixtures("flower_run")
 def test_secagg_round_through_flower_records() -> None:
     grid = DeviceGrid(10, offline_at_collect={12, 15})
