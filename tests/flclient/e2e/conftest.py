@@ -65,6 +65,11 @@ class Devices:
                 self.tmp / f"device{i}", superlink_url=u, data=data[i], modules=[self.module], grace_s=2.0
             )
 
+    def add_tables(self, i: int, toml: str) -> None:
+        """Append TOML tables (``[privacy]``, ``[tls]``...) to device ``i``'s ``device.toml`` before it starts."""
+        with self.configs[i].open("a") as f:
+            f.write("\n" + toml)
+
     def start(self, i: int) -> None:
         log = (self.configs[i].parent / "node.log").open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -34,8 +34,7 @@ def test_dp_rounds_are_charged_uploaded_and_refused_past_the_budget(
     devices.configure(2, superlink.url)
     budgets = {0: two_rounds * 1.01, 1: (one_round + two_rounds) / 2}  # device 1 can afford one round only
     for i, epsilon in budgets.items():
-        with devices.configs[i].open("a") as f:
-            f.write(f"\n[privacy]\nepsilon = {epsilon}\ndelta = {DELTA}\n")
+        devices.add_tables(i, f"[privacy]\nepsilon = {epsilon}\ndelta = {DELTA}\n")
         devices.start(i)
     cfg = run_config(
         feature_module,
@@ -63,8 +62,7 @@ def test_central_dp_run_clips_on_devices_noises_on_the_server_and_reports_epsilo
 ) -> None:
     devices.configure(2, superlink.url)
     for i in range(2):
-        with devices.configs[i].open("a") as f:
-            f.write(f"\n[privacy]\nepsilon = 100.0\ndelta = {DELTA}\n")
+        devices.add_tables(i, f"[privacy]\nepsilon = 100.0\ndelta = {DELTA}\n")
         devices.start(i)
     cfg = run_config(
         feature_module,

@@ -100,11 +100,11 @@ def test_module_and_model_through_tuf_and_updates_verified_before_aggregation(
         for i in range(3):
             model_key = impostor if i == 2 else keys.directory / "model.pub"
             _trusting(devices.configs[i], repo_url=server.url(), root=root, model_key=model_key)
-        with devices.configs[0].open("a") as f:
-            f.write(f"\n[tls]\nca_bundle = {json.dumps(str(pki.ca_pem))}\n")
-            f.write(
-                f"client_cert = {json.dumps(str(pki.client_cert))}\nclient_key = {json.dumps(str(pki.client_key))}\n"
-            )
+        devices.add_tables(
+            0,
+            f"[tls]\nca_bundle = {json.dumps(str(pki.ca_pem))}\n"
+            f"client_cert = {json.dumps(str(pki.client_cert))}\nclient_key = {json.dumps(str(pki.client_key))}\n",
+        )
         for i in range(3):
             devices.start(i)
         cfg = run_config(
@@ -152,8 +152,7 @@ def test_secagg_rounds_carry_the_model_signature_devices_require(
     keys = make_keys(tmp_path / "keys")
     devices.configure(3, superlink.url)
     for i in range(3):
-        with devices.configs[i].open("a") as f:
-            f.write(f"\n[signatures]\nmodel_keys = [{json.dumps(str(keys.directory / 'model.pub'))}]\n")
+        devices.add_tables(i, f"[signatures]\nmodel_keys = [{json.dumps(str(keys.directory / 'model.pub'))}]\n")
         devices.start(i)
     cfg = run_config(
         feature_module,
