@@ -49,14 +49,11 @@ from ..artifacts._round import (
     UPDATE_SIGNATURE,
     update_payload,
 )
+from ._runconfig import truthy
 
 __all__ = ["DeviceKeyPins", "ServerTrust"]
 
 _KEYS = ("model-signing-key", "artifacts-repo", "require-signed-updates", "device-keys")
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -162,8 +159,8 @@ class ServerTrust:
         return cls(
             signing_key=key,
             repository=repo,
-            model_via_tuf=_truthy(cfg.get("model-via-tuf", False)),
-            require_signed_updates=_truthy(cfg.get("require-signed-updates", False)),
+            model_via_tuf=truthy(cfg.get("model-via-tuf", False)),
+            require_signed_updates=truthy(cfg.get("require-signed-updates", False)),
             pins=DeviceKeyPins(history_dir / "device-keys.json", registry=registry),
         )
 

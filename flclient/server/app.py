@@ -55,6 +55,7 @@ from ._exchange import send_and_receive
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
 from ._rounds import RoundCollector, RoundRules
+from ._runconfig import truthy
 from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
 from ._trust import ServerTrust
 
@@ -157,6 +158,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
             task_config[key] = float(cfg[key])
     if task_config.get("dp-mode", "local") not in ("local", "central"):
         raise ValueError("dp-mode must be 'local' (devices add noise) or 'central' (this server adds it)")
+    secagg = truthy(cfg.get("secagg", False))
     central_dp = None
     if task_config.get("dp-mode") == "central":
         central_dp = CentralDP(
@@ -166,12 +168,11 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         )
         if not task_config.get("update-codec"):
             task_config["update-codec"] = "fp32"  # the devices' pipeline clips; it runs with an update codec
-        if secagg_requested(cfg) or str(cfg.get("aggregation", "fedavg")) != "fedavg":
+        if secagg or str(cfg.get("aggregation", "fedavg")) != "fedavg":
             raise ValueError("dp-mode central needs plain fedavg aggregation without secagg")
     dp_rounds: list[float] = []  # the sampling rate of every noised round so far
     dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
-    secagg = _truthy(cfg.get("secagg", False))
-    if _truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
+    if truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
         raise ValueError("federated-scaler needs a pinned feature-module")
     if secagg and personal:
         raise ValueError("secagg and personal-layers exclude each other: SecAgg masks the whole model")
@@ -189,7 +190,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     best: tuple[float, int] = (-1.0, version)
     nodes = _wait_for_nodes(grid, int(cfg.get("min-nodes", 1)), float(cfg.get("node-wait-s", 60)))
     metrics.write({"event": "start", "nodes": len(nodes), "version": version, "rounds": rounds})
-    if _truthy(cfg.get("federated-scaler", False)):
+    if truthy(cfg.get("federated-scaler", False)):
         store = ScalerStore(Path(str(cfg.get("history-dir", "flclient-models"))) / "scalers")
         scaler = _stats_round(grid, nodes, task_config, store, timeout, metrics)
         task_config["scaler"] = scaler.to_json()
@@ -395,18 +396,9 @@ def _by_class(reply_metrics: list[tuple[int, dict[str, Any]]], classes: list[str
     return out
 
 
-def secagg_requested(cfg: Mapping[str, Any]) -> bool:
-    """Whether the run config asks for SecAgg training rounds."""
-    return _truthy(cfg.get("secagg", False))
-
-
 def _dp_epsilon(dp: CentralDP, rates: list[float]) -> float:
     """Epsilon of the noised rounds so far (rounds at the highest sampling rate seen: an upper bound)."""
     return dp.epsilon(rounds=len(rates), sampling_rate=max(rates)) if rates else 0.0
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _secagg_round(
