@@ -60,21 +60,7 @@ def aggregate(
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {method!r}")
     if not 0 <= trim_fraction < 0.5:
         raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
-    rejected: dict[int, str] = {}
-    good: list[DeviceUpdate] = []
-    for u in updates:
-        if set(u.parameters) != set(base):
-            rejected[u.node_id] = "parameter names differ from the global model"
-        elif any(np.shape(u.parameters[k]) != np.shape(base[k]) for k in base):
-            rejected[u.node_id] = "parameter shapes differ from the global model"
-        elif not all(np.all(np.isfinite(u.parameters[k])) for k in base):
-            rejected[u.node_id] = "non-finite parameters"
-        elif u.num_examples <= 0:
-            rejected[u.node_id] = "no examples"
-        elif norm_bound is not None and (norm := _delta_norm(u.parameters, base)) > norm_bound:
-            rejected[u.node_id] = f"update norm {norm:.3g} exceeds the bound {norm_bound:.3g}"
-        else:
-            good.append(u)
+    good, rejected = screen_updates(base, updates, norm_bound=norm_bound)
     if not good:
         return AggregationResult({k: np.array(v, copy=True) for k, v in base.items()}, (), rejected)
     out: dict[str, np.ndarray] = {}
@@ -93,6 +79,29 @@ def aggregate(
             value = srt[cut : len(good) - cut].mean(axis=0)
         out[k] = value.astype(np.asarray(ref).dtype)
     return AggregationResult(out, tuple(u.node_id for u in good), rejected)
+
+
+def screen_updates(
+    base: Params, updates: Sequence[DeviceUpdate], *, norm_bound: float | None = None
+) -> tuple[list[DeviceUpdate], dict[int, str]]:
+    """The updates fit to aggregate, and why each other one is rejected: other parameter names or shapes,
+    non-finite values, no examples, or a delta whose L2 norm exceeds ``norm_bound``."""
+    rejected: dict[int, str] = {}
+    good: list[DeviceUpdate] = []
+    for u in updates:
+        if set(u.parameters) != set(base):
+            rejected[u.node_id] = "parameter names differ from the global model"
+        elif any(np.shape(u.parameters[k]) != np.shape(base[k]) for k in base):
+            rejected[u.node_id] = "parameter shapes differ from the global model"
+        elif not all(np.all(np.isfinite(u.parameters[k])) for k in base):
+            rejected[u.node_id] = "non-finite parameters"
+        elif u.num_examples <= 0:
+            rejected[u.node_id] = "no examples"
+        elif norm_bound is not None and (norm := _delta_norm(u.parameters, base)) > norm_bound:
+            rejected[u.node_id] = f"update norm {norm:.3g} exceeds the bound {norm_bound:.3g}"
+        else:
+            good.append(u)
+    return good, rejected
 
 
 def apply_encoded_update(base: Params, payload: bytes) -> dict[str, np.ndarray]:

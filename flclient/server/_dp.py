@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._aggregate import AggregationResult, DeviceUpdate, aggregate
+from ._aggregate import AggregationResult, DeviceUpdate, screen_updates
 
 __all__ = ["CentralDP", "central_dp_aggregate"]
 
@@ -58,10 +58,9 @@ def central_dp_aggregate(
     Updates the plain aggregation would reject (other names or shapes, non-finite values) are rejected here too.
     No update: ``base`` unchanged and no noise (nothing was released).
     """
-    checked = aggregate(base, updates, method="fedavg")  # validation only: names, shapes, finiteness, examples
-    good = [u for u in updates if u.node_id in set(checked.used)]
+    good, rejected = screen_updates(base, updates)
     if not good:
-        return checked, 0.0
+        return AggregationResult({k: np.array(v, copy=True) for k, v in base.items()}, (), rejected), 0.0
     total = {k: np.zeros(np.shape(v), dtype=np.float64) for k, v in base.items()}
     for u in good:
         delta = {k: np.asarray(u.parameters[k], dtype=np.float64) - np.asarray(base[k], dtype=np.float64) for k in base}
@@ -77,4 +76,4 @@ def central_dp_aggregate(
         )
         for k in base
     }
-    return AggregationResult(out, checked.used, checked.rejected), std
+    return AggregationResult(out, tuple(u.node_id for u in good), rejected), std
