@@ -11,11 +11,15 @@ lost-reply case), ``delay`` (sleep, then forward), ``hold`` (block until release
 ``pull-messages`` answer hands out through this proxy gets ``per_instruction[n]`` on its first ``pull-object``
 (``""`` = none). The rule is armed inside the proxy before the device sees the instruction, so no test thread
 races the device for it.
+
+With ``tls`` (a server-side SSLContext) the proxy is a TLS front instead (``https://localhost:<port>``); with
+client certificates required, ``clients`` collects the common names of the certificates it was shown.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +49,8 @@ class FlakyProxy:
     seed: int = 0
     per_instruction: list[str] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
+    tls: ssl.SSLContext | None = None
+    clients: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -60,6 +66,8 @@ class FlakyProxy:
                 pass
 
             def do_POST(self) -> None:
+                if proxy.tls is not None and (peer := self.connection.getpeercert()):  # type: ignore[attr-defined]
+                    proxy.clients.add(str(dict(x[0] for x in peer["subject"])["commonName"]))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 rule = proxy._pick(self.path)
                 if rule is not None and rule.action in ("drop", "hold"):
@@ -99,7 +107,10 @@ class FlakyProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        port = self._server.server_address[1]
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"https://localhost:{port}" if self.tls is not None else f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -6,12 +6,8 @@ repository, served by a static HTTP server on loopback."""
 from __future__ import annotations
 
 import json
-import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from flclient import _signing
@@ -19,49 +15,9 @@ from flclient.server import LocalSuperLink
 
 from ..artifacts.support import Clock, StaticServer, make_keys, make_pki, make_repository
 from .conftest import Devices, run_config, submit_and_wait
+from .proxy import FlakyProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-class TlsFront:
-    """A TLS terminator (mutual TLS, the test's CA) in front of the SuperLink's plain HTTP Fleet API."""
-
-    def __init__(self, upstream: str, context: ssl.SSLContext) -> None:
-        client = httpx.Client(base_url=upstream, timeout=30, trust_env=False)
-        self.clients: set[str] = set()
-        front = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                peer = self.connection.getpeercert()
-                front.clients.add(str(dict(x[0] for x in peer["subject"])["commonName"]))
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                r = client.post(self.path, content=body, headers=headers)
-                self.send_response(r.status_code)
-                for k, v in r.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(r.content)))
-                self.end_headers()
-                self.wfile.write(r.content)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://localhost:{self.httpd.server_address[1]}"
-        self._client = client
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._client.close()
 
 
 def _trusting(config: Path, *, repo_url: str, root: Path, model_key: Path) -> None:
@@ -94,7 +50,7 @@ def test_module_and_model_through_tuf_and_updates_verified_before_aggregation(
     server = StaticServer(tmp_path / "repo")
     # Device 0 reaches the coordinator over mutual TLS only (CA and certificates made here).
     pki = make_pki(tmp_path / "pki")
-    front = TlsFront(superlink.url, pki.server_context)
+    front = FlakyProxy(superlink.url, tls=pki.server_context)
     try:
         devices.configure(3, [front.url, superlink.url, superlink.url])
         for i in range(3):
