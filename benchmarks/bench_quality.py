@@ -62,8 +62,8 @@ from flclient.server._demo import (  # noqa: E402
     stop_devices,
     write_device_config,
 )
+from flclient.server._plan import init_params as _init_params  # noqa: E402
 from flclient.server._stats import FeatureStats, federated_scaler  # noqa: E402
-from flclient.server.app import _init_params  # noqa: E402
 
 MODEL_SPEC = json.dumps({"layers": [[67, 768, "relu"], [768, 128, "relu"], [128, 10, "none"]], "loss": "cross_entropy"})
 LINEAR_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})

@@ -33,6 +33,7 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
     ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
     ├── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
+    ├── RunConfigError                    a ServerApp run-config key is unknown or its value wrong (has .key)
     ├── GateError                         the participation gate could not be used
     │   ├── PolicyError                   an eligibility policy or device profile is invalid (has .source)
     │   └── RoundAbandoned                a may-continue check failed mid-round (has .reasons); nothing was sent
@@ -97,6 +98,7 @@ __all__ = [
     "MetadataUntrusted",
     "PolicyError",
     "RoundAbandoned",
+    "RunConfigError",
     "SecAggAborted",
     "SecAggError",
     "SecAggIncompatible",
@@ -238,6 +240,19 @@ class TaskDeclined(FLClientError):
 
 class DeviceConfigError(FLClientError):
     """A device configuration value is missing or wrong; the message names the key and what is expected."""
+
+
+class RunConfigError(FLClientError, ValueError):
+    """The ServerApp's run config has an unknown key, a value that cannot be used, or keys that conflict.
+
+    ``key`` names the run-config key at fault; ``str(err)`` says what is wrong with it and what is allowed. It
+    is raised before the first round. It is also a ``ValueError``: the run config is the caller's input.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"run config {key!r}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 class UpdateError(FLClientError):

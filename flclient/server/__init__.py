@@ -4,10 +4,12 @@ Only this subpackage imports ``flwr`` (in :mod:`flclient.server.app`, installed 
 the aggregation and model-history code here is numpy only.
 """
 
+from .._errors import RunConfigError
 from ._aggregate import AGGREGATIONS, AggregationResult, DeviceUpdate, aggregate
 from ._history import ModelHistory
 from ._local import LocalSuperLink, free_port, write_flower_app
 from ._optim import SERVER_OPTIMIZERS, ServerOptimizer
+from ._runconfig import RunConfig, run_config_reference
 
 __all__ = [
     "AGGREGATIONS",
@@ -16,8 +18,11 @@ __all__ = [
     "DeviceUpdate",
     "LocalSuperLink",
     "ModelHistory",
+    "RunConfig",
+    "RunConfigError",
     "ServerOptimizer",
     "aggregate",
     "free_port",
+    "run_config_reference",
     "write_flower_app",
 ]

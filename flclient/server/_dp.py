@@ -14,10 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._aggregate import AggregationResult, DeviceUpdate, screen_updates
+
+if TYPE_CHECKING:
+    from ._runconfig import RunConfig
 
 __all__ = ["CentralDP", "central_dp_aggregate"]
 
@@ -37,6 +41,14 @@ class CentralDP:
             raise ValueError(f"central DP needs a positive dp-noise-multiplier, got {self.noise_multiplier}")
         if not 0 < self.delta < 1:
             raise ValueError(f"dp-delta must be in (0, 1), got {self.delta}")
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> CentralDP | None:
+        """The central DP of a run with ``dp-mode = "central"`` (``clip-norm``, ``dp-noise-multiplier``,
+        ``dp-delta``); ``None`` in local mode."""
+        if run.dp_mode != "central":
+            return None
+        return cls(clip_norm=run.clip_norm or 0.0, noise_multiplier=run.dp_noise_multiplier or 0.0, delta=run.dp_delta)
 
     def epsilon(self, *, rounds: int, sampling_rate: float = 1.0) -> float:
         """Epsilon at ``delta`` after ``rounds`` noised rounds (PLD; needs the ``[server]`` extra)."""

@@ -19,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ._runconfig import RunConfig
 
 __all__ = ["SERVER_OPTIMIZERS", "ServerOptimizer"]
 
@@ -59,19 +62,16 @@ class ServerOptimizer:
             raise ValueError(f"adam-tau must be a finite number > 0, got {self.tau}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> ServerOptimizer:
-        """From run-config keys ``server-optimizer`` ``server-lr`` ``server-momentum`` ``adam-beta1/2`` ``adam-tau``.
-
-        The default server learning rate is 1 for ``fedavg``/``fedavgm`` and 0.01 for ``fedadam``.
-        """
-        name = str(cfg.get("server-optimizer", "fedavg"))
+    def from_config(cls, run: RunConfig) -> ServerOptimizer:
+        """The optimiser of a run: ``server-optimizer``, ``server-lr``, ``server-momentum``, ``adam-beta1/2``,
+        ``adam-tau``. The default server learning rate is 1 for ``fedavg``/``fedavgm`` and 0.01 for ``fedadam``."""
         return cls(
-            name=name,
-            lr=float(cfg.get("server-lr", 0.01 if name == "fedadam" else 1.0)),
-            momentum=float(cfg.get("server-momentum", 0.9)),
-            beta1=float(cfg.get("adam-beta1", 0.9)),
-            beta2=float(cfg.get("adam-beta2", 0.99)),
-            tau=float(cfg.get("adam-tau", 1e-3)),
+            name=run.server_optimizer,
+            lr=run.optimizer_lr,
+            momentum=run.server_momentum,
+            beta1=run.adam_beta1,
+            beta2=run.adam_beta2,
+            tau=run.adam_tau,
         )
 
     def reset(self) -> None:

@@ -2,15 +2,9 @@
 
 Production FL asks more devices than it needs (some drop out), closes the round when enough replies arrived or
 at a deadline, and aggregates what arrived in time if that is enough; replies arriving after the round closed are
-discarded and counted (Bonawitz et al., "Towards Federated Learning at Scale", 2019). Run config keys:
-
-``target`` (k > 0: updates wanted per training round; 0 = every available node, the plain synchronous round)
-``over-selection`` (ask ``ceil(target * (1 + over-selection))`` of the available nodes, at most all of them)
-``round-deadline-s`` (close the round this many seconds after its messages were pushed; default
-``round-timeout-s``) ``min-replies`` (aggregate only when at least this many updates arrived in time; otherwise
-skip the round and keep the model) ``selection-seed`` (the seed of the random selection; default ``seed``)
-``round-poll-s`` (how often replies are pulled) ``eval-target`` (k > 0: an evaluation round asks a random k of the
-available nodes; 0 = every node)
+discarded and counted (Bonawitz et al., "Towards Federated Learning at Scale", 2019). The run-config keys
+``target``, ``over-selection``, ``round-deadline-s``, ``min-replies``, ``selection-seed``, ``round-poll-s`` and
+``eval-target`` set the rules (see ``docs/run-config.md``).
 
 :class:`RoundCollector` uses the Grid's ``push_messages`` / ``pull_messages`` so that a round closes as soon as
 ``target`` replies arrived, not at the next fixed poll of ``send_and_receive``.
@@ -21,9 +15,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._runconfig import RunConfig
 
 __all__ = ["RoundCollection", "RoundCollector", "RoundRules", "RoundsGrid"]
 
@@ -86,20 +83,17 @@ class RoundRules:
             raise ValueError(f"round-poll-s must be positive, got {self.poll_s}")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> RoundRules:
-        """Read the rules from a run config (missing keys take the defaults above)."""
-        try:
-            return cls(
-                target=int(cfg.get("target", 0)),
-                over_selection=float(cfg.get("over-selection", 0.0)),
-                deadline_s=float(cfg.get("round-deadline-s", cfg.get("round-timeout-s", 120))),
-                min_replies=int(cfg.get("min-replies", 1)),
-                poll_s=float(cfg.get("round-poll-s", 0.5)),
-                seed=int(cfg.get("selection-seed", cfg.get("seed", 0))),
-                eval_target=int(cfg.get("eval-target", 0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"run config: {exc}") from exc
+    def from_config(cls, run: RunConfig) -> RoundRules:
+        """The rules of a run (its run config was checked when it was parsed)."""
+        return cls(
+            target=run.target,
+            over_selection=run.over_selection,
+            deadline_s=run.deadline_s,
+            min_replies=run.min_replies,
+            poll_s=run.round_poll_s,
+            seed=run.selection_rng_seed,
+            eval_target=run.eval_target,
+        )
 
     def selection_size(self, available: int) -> int:
         """How many of ``available`` nodes a training round asks."""

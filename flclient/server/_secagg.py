@@ -13,6 +13,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -20,6 +21,9 @@ from flwr.serverapp import Grid
 
 from ..secagg import SecAggCoordinator, SecAggParams, SecAggResult, choose_degree, flatten_update, unflatten_update
 from ._exchange import send_and_receive
+
+if TYPE_CHECKING:
+    from ._runconfig import RunConfig
 
 __all__ = ["SecAggRoundConfig", "SecAggRoundOutcome", "secagg_train_round"]
 
@@ -54,6 +58,11 @@ class SecAggRoundConfig:
             raise ValueError("noise standard deviations must be >= 0")
         if (self.degree is None) != (self.threshold is None):
             raise ValueError("set both degree and threshold, or neither")
+
+    @classmethod
+    def from_config(cls, run: RunConfig) -> SecAggRoundConfig:
+        """The SecAgg settings of a run: ``secagg-clip``, ``secagg-bits``; each exchange waits ``round-timeout-s``."""
+        return cls(clip=run.secagg_clip, bits=run.secagg_bits, timeout_s=run.round_timeout_s)
 
 
 @dataclass(frozen=True, kw_only=True)

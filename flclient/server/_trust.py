@@ -1,6 +1,6 @@
 """The server plugin's side of trusted artifacts: signed global models, checkpoints through TUF, signed updates.
 
-Run config keys (all optional; without any of them nothing here is active):
+Run-config keys (all optional; without any of them nothing here is active; see ``docs/run-config.md``):
 
 ``model-signing-key``      Ed25519 private key (PEM, ``featurec keygen``): every global model version sent to the
                            devices carries ``model-signature`` over its canonical checkpoint encoding
@@ -29,7 +29,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -38,7 +38,7 @@ from flwr.app import Message, RecordDict
 
 from .. import _signing
 from .._atomic import atomic_write_bytes
-from .._errors import ArtifactPublishError, UpdateSignatureError
+from .._errors import ArtifactPublishError, RunConfigError, UpdateSignatureError
 from ..artifacts import ArtifactRepository, UpdateContext, sign_checkpoint, signer_from_pem, verify_update
 from ..artifacts._round import (
     MODEL_PIN,
@@ -49,18 +49,18 @@ from ..artifacts._round import (
     UPDATE_SIGNATURE,
     update_payload,
 )
-from ._runconfig import truthy
+
+if TYPE_CHECKING:
+    from ._runconfig import RunConfig
 
 __all__ = ["DeviceKeyPins", "ServerTrust"]
 
-_KEYS = ("model-signing-key", "artifacts-repo", "require-signed-updates", "device-keys")
 
-
-def _read(path: str, what: str) -> bytes:
+def _read(path: Path, key: str) -> bytes:
     try:
-        return Path(path).expanduser().read_bytes()
+        return path.expanduser().read_bytes()
     except OSError as exc:
-        raise ValueError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        raise RunConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 @dataclass
@@ -127,41 +127,40 @@ class ServerTrust:
             raise ValueError("model-via-tuf needs artifacts-repo (and artifacts-keys)")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, history_dir: Path) -> ServerTrust | None:
-        """From the run config; ``None`` when no trust key is set. A mistake raises ``ValueError``."""
-        if not any(cfg.get(k) for k in _KEYS):
+    def from_config(cls, run: RunConfig, *, history_dir: Path | None = None) -> ServerTrust | None:
+        """The trust settings of a run; ``None`` when none is set. Device key pins live in ``history_dir``
+        (default: the run's ``history-dir``). A key or directory that cannot be loaded raises
+        :class:`~flclient.RunConfigError` naming its run-config key."""
+        if not (run.model_signing_key or run.artifacts_repo or run.require_signed_updates or run.device_keys):
             return None
         key = None
-        if cfg.get("model-signing-key"):
+        if run.model_signing_key is not None:
             try:
-                key = _signing.load_private_key(_read(str(cfg["model-signing-key"]), "model-signing-key"))
+                key = _signing.load_private_key(_read(run.model_signing_key, "model-signing-key"))
             except _signing.SignatureError as exc:
-                raise ValueError(f"model-signing-key: {exc}") from exc
+                raise RunConfigError("model-signing-key", str(exc)) from exc
         repo = None
-        if cfg.get("artifacts-repo"):
-            files = [p.strip() for p in str(cfg.get("artifacts-keys", "")).split(",") if p.strip()]
-            if not files:
-                raise ValueError("artifacts-repo needs artifacts-keys (the checkpoints role key and the online key)")
+        if run.artifacts_repo is not None:
             try:
-                signers = [signer_from_pem(_read(p, "artifacts-keys")) for p in files]
-                repo = ArtifactRepository(Path(str(cfg["artifacts-repo"])), signers=signers)
+                signers = [signer_from_pem(_read(p, "artifacts-keys")) for p in run.artifacts_keys]
+                repo = ArtifactRepository(run.artifacts_repo, signers=signers)
             except ArtifactPublishError as exc:
-                raise ValueError(f"artifacts-repo: {exc}") from exc
+                raise RunConfigError("artifacts-repo", str(exc)) from exc
         registry = None
-        if cfg.get("device-keys"):
-            directory = Path(str(cfg["device-keys"])).expanduser()
+        if run.device_keys is not None:
+            directory = run.device_keys.expanduser()
             try:
                 registry = frozenset(
                     _signing.key_id(_signing.load_public_key(p.read_bytes())) for p in sorted(directory.glob("*.pub"))
                 )
             except (OSError, _signing.SignatureError) as exc:
-                raise ValueError(f"device-keys: {exc}") from exc
+                raise RunConfigError("device-keys", str(exc)) from exc
         return cls(
             signing_key=key,
             repository=repo,
-            model_via_tuf=truthy(cfg.get("model-via-tuf", False)),
-            require_signed_updates=truthy(cfg.get("require-signed-updates", False)),
-            pins=DeviceKeyPins(history_dir / "device-keys.json", registry=registry),
+            model_via_tuf=run.model_via_tuf,
+            require_signed_updates=run.require_signed_updates,
+            pins=DeviceKeyPins((history_dir or run.history_dir) / "device-keys.json", registry=registry),
         )
 
     # -- the task ------------------------------------------------------------------------------------------------

@@ -1,446 +1,347 @@
 """The Flower ServerApp for flclient devices (the only module, with its package, that imports ``flwr``).
 
 Submit it as a Flower app whose ``serverapp`` component is ``flclient.server.app:app`` (see
-:func:`flclient.server.write_flower_app`). Run config keys (all optional):
+:func:`flclient.server.write_flower_app`). Its settings are the run config's keys, all optional, parsed once into
+a :class:`~flclient.server.RunConfig` before the first round: ``docs/run-config.md`` lists every key with its
+values and default (it is generated from that class).
 
-``num-server-rounds`` ``min-nodes`` ``node-wait-s`` ``round-timeout-s``     rounds and who takes part
-``target`` ``over-selection`` ``round-deadline-s`` ``min-replies`` ``selection-seed`` ``round-poll-s``
-``eval-target``   over-selection, a round deadline and partial aggregation; late replies are discarded and counted;
-round records carry ``selected`` ``closed`` ``late`` ``aggregated`` ``reply_s_p50/p99`` (:mod:`flclient.server._rounds`)
-``aggregation`` (fedavg | mean: equal weights, as SecAgg | median | trimmed-mean) ``trim-fraction``
-``norm-bound`` (0 = off)
-``feature-module`` ``feature-module-sha256`` ``feature-scale`` (comma-separated)   the pinned feature module
-``model-spec`` (JSON) ``init-seed`` ``lr`` ``epochs`` ``batch-size`` ``seed`` ``eval-fraction``
-``history-dir`` (model versions, each with the server optimiser's state) ``metrics-path`` (JSON lines, one per
-round) ``start-version`` (resume/rollback: the model and the optimiser state of that version)
-``rollback-drop`` (roll back when accuracy falls this much below the best version; 0 = off)
-``update-codec`` (fp32 | fp16 | bf16 | int8 | rotated1 | rotated2 | rotated4 | topk; unset = plain float32 arrays)
-``clip-norm`` ``topk-fraction`` ``dp-noise-multiplier`` ``dp-mode`` (local)   the devices' update pipeline
-``dp-mode = central`` (devices clip only; the server clips again, averages with equal weights and adds Gaussian
-noise, see :mod:`flclient.server._dp`) ``dp-delta`` (1e-5) ``dp-population`` (cohort sampling rate = nodes in
-the round / population; default: the nodes in the round are everyone): round records carry ``dp`` with the
-run's epsilon so far (PLD, dp-accounting)
-``secagg`` (true: SecAgg+ training rounds) ``secagg-clip`` ``secagg-bits``   secure aggregation
-``server-optimizer`` (fedavg | fedavgm | fedadam) ``server-lr`` ``server-momentum`` ``adam-beta1`` ``adam-beta2``
-``adam-tau``   the server optimiser applied to the aggregated delta (see :mod:`flclient.server._optim`)
-``proximal-mu``   FedProx's proximal term on the devices (0 = off)
-``eval-every`` (k > 0: an evaluation round after every k-th training round, besides the final one; evaluation
-rounds never change the model; their records carry ``by_class``: metrics per device class, weighted by examples)
-``personal-layers`` (k > 0: the model's last k dense layers are private heads on the devices, never uploaded;
-the server aggregates the other layers only; evaluation records carry ``per_device`` accuracies)
-``model-signing-key`` ``artifacts-repo`` ``artifacts-keys`` ``model-via-tuf`` ``require-signed-updates`` ``device-keys``
-signed global models, checkpoints through TUF and verified device updates (see :mod:`flclient.server._trust`)
-``federated-scaler`` (true: a feature-stats query round first; train/evaluate tasks carry the global ``scaler``
-and its ``scaler-version``, stored as ``<history-dir>/scalers/scaler-<version>.json``)
+A run is a schedule of rounds (:func:`~flclient.server._plan.schedule`), and a training round is five stages:
+
+1. plan: the nodes available and the task (the global model, and :func:`~flclient.server._plan.task_config`);
+2. send and collect: push the task to the selected nodes, collect replies until the round closes
+   (:class:`~flclient.server._rounds.RoundCollector`: over-selection, a deadline, late replies counted);
+3. decode: replies into device updates, failures by reason and undecodable updates
+   (:func:`~flclient.server._decode.decode_replies`);
+4. aggregate: roll back when accuracy fell, then the robust aggregate or central DP, the server optimiser and a
+   new model version;
+5. record: one metrics record per round (:mod:`flclient.server._record`; tests and benchmarks read them).
+
+An evaluation round stops after decoding and never changes the model; a SecAgg round replaces stages 2 to 4 by
+SecAgg+'s four exchanges (:mod:`flclient.server._secagg`).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from .._errors import SecAggAborted, TaskDeclined, UpdateCodecError
+from .._errors import RunConfigError, SecAggAborted
 from .._personal import personal_parameter_names
-from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
+from ._aggregate import DeviceUpdate, aggregate
+from ._decode import DecodedReplies, decode_replies, decode_stats
 from ._dp import CentralDP, central_dp_aggregate
 from ._exchange import send_and_receive
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
-from ._rounds import RoundCollector, RoundRules
-from ._runconfig import truthy
-from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
+from ._plan import PlannedRound, init_params, schedule, task_config
+from ._record import MetricsLog, replies_record
+from ._rounds import RoundCollection, RoundCollector, RoundRules
+from ._runconfig import RunConfig
+from ._stats import Scaler, ScalerStore, federated_scaler
 from ._trust import ServerTrust
 
 __all__ = ["app", "run_federation"]
 
 app = ServerApp()
 
-_DEFAULT_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
+
+def run_federation(grid: Grid, cfg: Mapping[str, Any] | RunConfig) -> None:
+    """The server loop: send train tasks, decode and aggregate replies, version the model, evaluate.
+
+    ``cfg`` is Flower's run config (parsed here, so that a wrong key stops the run with
+    :class:`~flclient.RunConfigError` before the first round) or a :class:`RunConfig`.
+    """
+    run = cfg if isinstance(cfg, RunConfig) else RunConfig.from_run_config(cfg)
+    _Federation(grid, run).run()
 
 
-def _init_params(spec_json: str, seed: int) -> dict[str, np.ndarray]:
-    spec = json.loads(spec_json)
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for i, (n_in, n_out, _) in enumerate(spec["layers"]):
-        out[f"dense{i}_weight"] = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / (n_in + n_out))).astype(
-            np.float32
+class _Federation:
+    """One run of the ServerApp: its settings, and the state it carries from round to round (the global model and
+    its version, the best accuracy seen, the server optimiser's state, the central DP accounting, the scaler)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        run: RunConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.grid, self.settings = grid, run
+        self._clock, self._sleep = clock, sleep
+        self.history = ModelHistory(run.history_dir)
+        self.metrics = MetricsLog(run.metrics_path)
+        self.trust = ServerTrust.from_config(run)
+        self.optimizer = ServerOptimizer.from_config(run)
+        self.central_dp = CentralDP.from_config(run)
+        self.collector = RoundCollector(grid, RoundRules.from_config(run), clock=clock, sleep=sleep)
+        self.personal = personal_parameter_names(task_config(run))  # checked when the run config was parsed
+        self.scaler: Scaler | None = None
+        self.dp_rates: list[float] = []  # the sampling rate of every noised round so far
+        self._dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
+        self._secagg_tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
+        if run.start_version:
+            try:
+                self.params = self.history.load(run.start_version)
+            except KeyError as exc:
+                raise RunConfigError("start-version", str(exc.args[0])) from None
+            self.version = self.history.rollback(run.start_version, "start-version")
+            # resume with the momentum/moments saved with that version (none: start them afresh)
+            self.optimizer.load_state_dict(self.history.load_optimizer_state(self.version))
+        else:
+            self.params = init_params(run.model_spec, run.init_seed)
+            self.version = self.history.commit(self.params, {"round": 0, "init": True})
+        self.best: tuple[float, int] = (-1.0, self.version)  # (accuracy, version)
+
+    @property
+    def shared(self) -> dict[str, np.ndarray]:
+        """The global parameters the devices upload and the server aggregates (all but the private heads)."""
+        return {k: v for k, v in self.params.items() if k not in self.personal}
+
+    def run(self) -> None:
+        """Wait for the nodes, compute the scaler (federated-scaler), then every round of the schedule."""
+        nodes = self._wait_for_nodes()
+        self.metrics.write(
+            {"event": "start", "nodes": len(nodes), "version": self.version, "rounds": self.settings.rounds}
         )
-        out[f"dense{i}_bias"] = np.zeros(n_out, dtype=np.float32)
-    return out
+        if self.settings.federated_scaler:
+            self.scaler = self.stats_round(nodes)
+        for planned in schedule(self.settings):
+            t0 = self._clock()
+            if planned.evaluating:
+                record = self.evaluate_round(planned)
+            elif self.settings.secagg:
+                record = self.secagg_round(planned)
+            else:
+                record = self.train_round(planned)
+            record["round_s"] = self._clock() - t0
+            self.metrics.write(record)
+        self.metrics.write({"event": "done", "version": self.version})
 
-
-def _weighted(replies: Iterable[tuple[int, Mapping[str, Any]]], key: str) -> float | None:
-    pairs = [(n, float(m[key])) for n, m in replies if key in m]
-    total = sum(n for n, _ in pairs)
-    return sum(n * v for n, v in pairs) / total if total else None
-
-
-class _Metrics:
-    def __init__(self, path: str) -> None:
-        self.path = Path(path) if path else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        print(json.dumps(record, sort_keys=True), flush=True)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= n or time.monotonic() > deadline:
-            return nodes
-        time.sleep(0.5)
-
-
-def _send(grid: Grid, nodes: list[int], kind: str, content: RecordDict, group: str, timeout_s: float) -> list[Message]:
-    msgs = [Message(content=content, dst_node_id=n, message_type=kind, group_id=group) for n in nodes]
-    return send_and_receive(grid, msgs, timeout=timeout_s)
-
-
-def _failure_reason(reply: Message) -> str:
-    reason = reply.error.reason or ""
-    return reason.split(":", 2)[1].strip() if reason.startswith(("declined:", "rejected:", "failed:")) else reason[:80]
-
-
-def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
-    """The server loop: send train tasks, decode and aggregate replies, version the model, evaluate."""
-    rounds = int(cfg.get("num-server-rounds", 3))
-    spec = str(cfg.get("model-spec", _DEFAULT_SPEC))
-    history = ModelHistory(Path(str(cfg.get("history-dir", "flclient-models"))))
-    metrics = _Metrics(str(cfg.get("metrics-path", "")))
-    trust = ServerTrust.from_config(cfg, history_dir=Path(str(cfg.get("history-dir", "flclient-models"))))
-    start = int(cfg.get("start-version", 0))
-    if start:
-        params = history.load(start)
-        version = history.rollback(start, "start-version")
-    else:
-        params = _init_params(spec, int(cfg.get("init-seed", 0)))
-        version = history.commit(params, {"round": 0, "init": True})
-    task_config: dict[str, Any] = {
-        "model-spec": spec,
-        "lr": float(cfg.get("lr", 0.1)),
-        "epochs": int(cfg.get("epochs", 1)),
-        "batch-size": int(cfg.get("batch-size", 32)),
-        "seed": int(cfg.get("seed", 0)),
-        "eval-fraction": float(cfg.get("eval-fraction", 0.2)),
-    }
-    if float(cfg.get("proximal-mu", 0.0)):
-        task_config["proximal-mu"] = float(cfg["proximal-mu"])
-    if int(cfg.get("personal-layers", 0)):
-        task_config["personal-layers"] = int(cfg["personal-layers"])
-    try:
-        personal = personal_parameter_names(task_config)
-    except TaskDeclined as exc:
-        raise ValueError(exc.detail) from exc
-    if cfg.get("feature-module"):
-        task_config["feature-module"] = str(cfg["feature-module"])
-        task_config["feature-module-sha256"] = str(cfg.get("feature-module-sha256", ""))
-    if cfg.get("feature-scale"):
-        task_config["feature-scale"] = [float(s) for s in str(cfg["feature-scale"]).split(",")]
-    for key in ("update-codec", "dp-mode"):
-        if cfg.get(key):
-            task_config[key] = str(cfg[key])
-    for key in ("clip-norm", "topk-fraction", "dp-noise-multiplier"):
-        if key in cfg:
-            task_config[key] = float(cfg[key])
-    if task_config.get("dp-mode", "local") not in ("local", "central"):
-        raise ValueError("dp-mode must be 'local' (devices add noise) or 'central' (this server adds it)")
-    secagg = truthy(cfg.get("secagg", False))
-    central_dp = None
-    if task_config.get("dp-mode") == "central":
-        central_dp = CentralDP(
-            clip_norm=float(task_config.get("clip-norm", 0.0)),
-            noise_multiplier=float(task_config.get("dp-noise-multiplier", 0.0)),
-            delta=float(cfg.get("dp-delta", 1e-5)),
+    # -- the rounds ----------------------------------------------------------------------------------------------
+    def train_round(self, planned: PlannedRound) -> dict[str, Any]:
+        """Plan, send and collect, decode, aggregate; returns the round's record."""
+        nodes = sorted(self.grid.get_node_ids())
+        collected = self.send_and_collect(planned, self.plan(planned), nodes)
+        decoded = self.decode(planned, collected)
+        record = self.record(planned, nodes, collected, decoded)
+        if self.trust is not None:
+            record["signed_updates"] = self.trust.take_summary()
+        self._note_accuracy(record["eval_acc"])
+        updates = decoded.updates if collected.aggregate else []  # fewer than min-replies in time: keep the model
+        record.update(
+            self.aggregate(
+                planned,
+                updates,
+                decoded.undecodable,
+                accuracy=record["eval_acc"],
+                asked=len(collected.selected),
+                available=len(nodes),
+            )
         )
-        if not task_config.get("update-codec"):
-            task_config["update-codec"] = "fp32"  # the devices' pipeline clips; it runs with an update codec
-        if secagg or str(cfg.get("aggregation", "fedavg")) != "fedavg":
-            raise ValueError("dp-mode central needs plain fedavg aggregation without secagg")
-    dp_rounds: list[float] = []  # the sampling rate of every noised round so far
-    dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
-    if truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
-        raise ValueError("federated-scaler needs a pinned feature-module")
-    if secagg and personal:
-        raise ValueError("secagg and personal-layers exclude each other: SecAgg masks the whole model")
-    if secagg and task_config.get("update-codec"):
-        raise ValueError("secagg and update-codec exclude each other: SecAgg masks its own quantised update")
-    tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
-    method = str(cfg.get("aggregation", "fedavg"))
-    optimizer = ServerOptimizer.from_config(cfg)
-    if start:  # resume with the momentum/moments saved with that version (none: start them afresh)
-        optimizer.load_state_dict(history.load_optimizer_state(version))
-    norm_bound = float(cfg.get("norm-bound", 0.0)) or None
-    timeout = float(cfg.get("round-timeout-s", 120))
-    collector = RoundCollector(grid, RoundRules.from_config(cfg))
-    rollback_drop = float(cfg.get("rollback-drop", 0.0))
-    best: tuple[float, int] = (-1.0, version)
-    nodes = _wait_for_nodes(grid, int(cfg.get("min-nodes", 1)), float(cfg.get("node-wait-s", 60)))
-    metrics.write({"event": "start", "nodes": len(nodes), "version": version, "rounds": rounds})
-    if truthy(cfg.get("federated-scaler", False)):
-        store = ScalerStore(Path(str(cfg.get("history-dir", "flclient-models"))) / "scalers")
-        scaler = _stats_round(grid, nodes, task_config, store, timeout, metrics)
-        task_config["scaler"] = scaler.to_json()
-        task_config["scaler-version"] = scaler.version
-    eval_every = int(cfg.get("eval-every", 0))
-    schedule: list[tuple[int, bool]] = []
-    for r in range(1, rounds + 1):
-        schedule.append((r, False))
-        if eval_every > 0 and r % eval_every == 0 and r < rounds:
-            schedule.append((r, True))
-    schedule.append((rounds + 1, True))  # the final evaluation
-    for rnd, evaluating in schedule:
-        group = str(rnd) if not evaluating or rnd == rounds + 1 else f"eval-{rnd}"
-        nodes = sorted(grid.get_node_ids())
-        t0 = time.monotonic()
-        content = RecordDict(
+        return record
+
+    def evaluate_round(self, planned: PlannedRound) -> dict[str, Any]:
+        """Plan, send and collect, decode: the devices' held-out metrics of the current model, which stays."""
+        nodes = sorted(self.grid.get_node_ids())
+        collected = self.send_and_collect(planned, self.plan(planned), nodes)
+        decoded = self.decode(planned, collected)
+        record = self.record(planned, nodes, collected, decoded)
+        record["final"] = planned.final
+        record["per_device"] = decoded.per_device
+        self._note_accuracy(record["eval_acc"])
+        return record
+
+    def secagg_round(self, planned: PlannedRound) -> dict[str, Any]:
+        """One SecAgg+ training round in place of plain aggregation; an aborted round keeps the model."""
+        from ._secagg import SecAggRoundConfig, secagg_train_round
+
+        nodes = sorted(self.grid.get_node_ids())
+        record: dict[str, Any] = {
+            "event": "round",
+            "round": planned.number,
+            "version": self.version,
+            "nodes": len(nodes),
+        }
+        # The task's config as planned: with the model's signature and the run id when trust is on.
+        config = ConfigRecord(dict(self.plan(planned).config_records["config"]))
+        try:
+            outcome = secagg_train_round(
+                self.grid,
+                nodes,
+                self.params,
+                config,
+                SecAggRoundConfig.from_config(self.settings),
+                round_tag=f"{self._secagg_tag}/{planned.number}",
+            )
+        except SecAggAborted as exc:
+            record["secagg"] = {"aborted": str(exc)}
+        else:
+            result = outcome.result
+            record["secagg"] = {
+                "survivors": len(result.survivors),
+                "dropped": len(result.dropped),
+                "rejected": {str(k): str(v) for k, v in result.rejected.items()},
+            }
+            self.params = self.optimizer.step(self.params, outcome.parameters)
+            self.version = self.history.commit(
+                self.params,
+                {"round": planned.number, "secagg": list(result.survivors)},
+                optimizer_state=self.optimizer.state_dict(),
+            )
+        record["new_version"] = self.version
+        return record
+
+    def stats_round(self, nodes: list[int]) -> Scaler:
+        """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
+        t0 = self._clock()
+        store = ScalerStore(self.settings.history_dir / "scalers")
+        content = RecordDict({"config": ConfigRecord(task_config(self.settings, query="feature-stats"))})
+        messages = [
+            Message(content=content, dst_node_id=n, message_type=MessageType.QUERY, group_id="stats") for n in nodes
+        ]
+        replies = send_and_receive(self.grid, messages, timeout=self.settings.round_timeout_s)
+        stats, failures = decode_stats(replies)
+        scaler = federated_scaler(
+            stats, version=store.next_version(), module_sha256=self.settings.feature_module_sha256
+        )
+        store.save(scaler)
+        self.metrics.write(
             {
-                "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in params.items()}),
-                "config": ConfigRecord({**task_config, "server-round": rnd, "model-version": version}),
+                "event": "stats",
+                "nodes": len(nodes),
+                "replies": len(replies),
+                "devices": len(stats),
+                "failures": failures,
+                "scaler_version": scaler.version,
+                "count": scaler.count,
+                "round_s": self._clock() - t0,
             }
         )
-        if trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
-            trust.prepare(content, params, version=version, run_id=grid.run.run_id)
-        kind = MessageType.EVALUATE if evaluating else MessageType.TRAIN
-        if secagg and not evaluating:
-            sa_record: dict[str, Any] = {"event": "round", "round": rnd, "version": version, "nodes": len(nodes)}
-            # The task's config as prepared above: with the model's signature and the run id when trust is on.
-            prepared = dict(content.config_records["config"])
-            params, version = _secagg_round(
-                grid, nodes, params, version, prepared, cfg, rnd, tag, history, sa_record, optimizer
-            )
-            sa_record["new_version"] = version
-            sa_record["round_s"] = time.monotonic() - t0
-            metrics.write(sa_record)
-            continue
-        asked = collector.select(nodes, training=not evaluating)
-        collected = collector.collect(
-            [Message(content=content, dst_node_id=n, message_type=kind, group_id=group) for n in asked],
-            training=not evaluating,
+        return scaler
+
+    # -- the stages of a round -----------------------------------------------------------------------------------
+    def plan(self, planned: PlannedRound) -> RecordDict:
+        """The round's task: the global model and its config (signed and pinned when trust is on)."""
+        config = task_config(self.settings, server_round=planned.number, model_version=self.version, scaler=self.scaler)
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.params.items()}),
+                "config": ConfigRecord(config),
+            }
         )
-        replies = collected.replies
-        updates: list[DeviceUpdate] = []
-        undecodable: dict[int, str] = {}
-        update_bytes = 0
-        reply_metrics: list[tuple[int, dict[str, Any]]] = []
-        classes: list[str] = []
-        failures: dict[str, int] = {}
-        per_node: dict[int, int] = {}
-        shared = {k: v for k, v in params.items() if k not in personal}
-        per_device: dict[str, float] = {}
-        for reply in replies:
-            src = reply.metadata.src_node_id
-            per_node[src] = per_node.get(src, 0) + 1
-            if reply.has_error():
-                key = _failure_reason(reply)
-                failures[key] = failures.get(key, 0) + 1
-                continue
-            m: dict[str, Any] = dict(reply.content.metric_records.get("metrics", {}))
-            n = int(m.get("num-examples", 0))
-            reply_metrics.append((max(int(m.get("eval-examples", n)), 0), m))
-            classes.append(_device_class(reply))
-            if "eval-acc" in m:
-                per_device[str(src)] = float(m["eval-acc"])
-            if not evaluating and trust is not None:  # verify the update signature before aggregation
-                refused = trust.refuse(reply, server_round=rnd, version=version, run_id=grid.run.run_id)
-                if refused is not None:
-                    undecodable[src] = refused
-                    continue
-            if not evaluating and "arrays" in reply.content.array_records:
-                arrays = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
-                updates.append(DeviceUpdate(src, arrays, n))
-            elif not evaluating and "update" in reply.content.array_records:
-                payload = reply.content.array_records["update"].get("payload")
-                try:
-                    if payload is None:
-                        raise UpdateCodecError("the 'update' record has no 'payload'")
-                    raw = payload.numpy().tobytes()
-                    update_bytes += len(raw)
-                    updates.append(DeviceUpdate(src, apply_encoded_update(shared, raw), n))
-                except (UpdateCodecError, ValueError) as exc:
-                    undecodable[src] = f"undecodable update: {exc}"
-        record: dict[str, Any] = {
-            "event": "evaluate" if evaluating else "round",
-            "round": rnd,
-            "version": version,
-            "nodes": len(nodes),
-            "replies": len(replies),
-            "duplicates": sum(c - 1 for c in per_node.values()),
-            "failures": failures,
-            "eval_acc": _weighted(reply_metrics, "eval-acc"),
-            "eval_loss": _weighted(reply_metrics, "eval-loss"),
-            "train_loss": _weighted([(int(m.get("num-examples", 0)), m) for _, m in reply_metrics], "train-loss"),
-            "device_s": _weighted([(1, m) for _, m in reply_metrics], "device-s"),
-            "train_s": _weighted([(1, m) for _, m in reply_metrics], "train-s"),
-            "update_bytes": update_bytes,
-            "by_class": _by_class(reply_metrics, classes),
-        }
-        if trust is not None and not evaluating:
-            record["signed_updates"] = trust.take_summary()
-        record.update(collected.to_record())
-        if not evaluating and not collected.aggregate:
-            updates = []  # fewer than min-replies updates in time: skip the round, keep the model
-        if evaluating:
-            record["final"] = rnd == rounds + 1
-            record["per_device"] = per_device
-        acc = record["eval_acc"]
-        if acc is not None and acc > best[0]:
-            best = (acc, version)
-        if not evaluating:
-            if rollback_drop and acc is not None and acc < best[0] - rollback_drop:
-                version = history.rollback(best[1], f"accuracy {acc:.3f} fell below best {best[0]:.3f}")
-                params = history.load(version)
-                optimizer.load_state_dict(history.load_optimizer_state(version))  # the state it had then
-                record["rolled_back_to"] = best[1]
-                shared = {k: v for k, v in params.items() if k not in personal}
-            if central_dp is not None:
-                result, noise_std = central_dp_aggregate(shared, updates, central_dp, dp_rng)
-                if result.used:
-                    population = int(cfg.get("dp-population", 0)) or len(nodes)
-                    dp_rounds.append(min(1.0, len(asked) / max(population, 1)))
-                record["dp"] = {
-                    "mode": "central",
-                    "noise_std": noise_std,
-                    "delta": central_dp.delta,
-                    "epsilon": _dp_epsilon(central_dp, dp_rounds),
-                }
-            else:
-                result = aggregate(shared, updates, method=method, norm_bound=norm_bound)
-            record["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
-            if result.used:
-                params = {**params, **optimizer.step(shared, result.parameters)}
-                version = history.commit(
-                    params, {"round": rnd, "used": list(result.used)}, optimizer_state=optimizer.state_dict()
-                )
-            record["new_version"] = version
-        record["round_s"] = time.monotonic() - t0
-        metrics.write(record)
-    metrics.write({"event": "done", "version": version})
+        if self.trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
+            self.trust.prepare(content, self.params, version=self.version, run_id=self.grid.run.run_id)
+        return content
 
+    def send_and_collect(self, planned: PlannedRound, content: RecordDict, nodes: list[int]) -> RoundCollection:
+        """Send the task to the nodes the round selects and collect their replies until the round closes."""
+        training = not planned.evaluating
+        kind = MessageType.TRAIN if training else MessageType.EVALUATE
+        asked = self.collector.select(nodes, training=training)
+        messages = [Message(content=content, dst_node_id=n, message_type=kind, group_id=planned.group) for n in asked]
+        return self.collector.collect(messages, training=training)
 
-def _stats_round(
-    grid: Grid,
-    nodes: list[int],
-    task_config: Mapping[str, Any],
-    store: ScalerStore,
-    timeout: float,
-    metrics: _Metrics,
-) -> Scaler:
-    """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
-    t0 = time.monotonic()
-    content = RecordDict({"config": ConfigRecord({**task_config, "query": "feature-stats"})})
-    replies = _send(grid, nodes, MessageType.QUERY, content, "stats", timeout)
-    stats: list[FeatureStats] = []
-    failures: dict[str, int] = {}
-    for reply in replies:
-        if reply.has_error() or "stats" not in reply.content.array_records:
-            key = _failure_reason(reply) if reply.has_error() else "no stats record"
-            failures[key] = failures.get(key, 0) + 1
-            continue
-        rec = reply.content.array_records["stats"]
-        try:
-            stats.append(
-                FeatureStats(rec["sum"].numpy(), rec["sumsq"].numpy(), int(np.asarray(rec["count"].numpy()).sum()))
+    def decode(self, planned: PlannedRound, collected: RoundCollection) -> DecodedReplies:
+        """The replies' metrics, failures and (training) updates; with trust, updates are verified first."""
+        refuse = None
+        if self.trust is not None and not planned.evaluating:
+            refuse = partial(
+                self.trust.refuse, server_round=planned.number, version=self.version, run_id=self.grid.run.run_id
             )
-        except (KeyError, ValueError) as exc:
-            failures[f"bad stats: {exc}"] = failures.get(f"bad stats: {exc}", 0) + 1
-    scaler = federated_scaler(
-        stats, version=store.next_version(), module_sha256=str(task_config.get("feature-module-sha256", ""))
-    )
-    store.save(scaler)
-    metrics.write(
-        {
-            "event": "stats",
-            "nodes": len(nodes),
-            "replies": len(replies),
-            "devices": len(stats),
-            "failures": failures,
-            "scaler_version": scaler.version,
-            "count": scaler.count,
-            "round_s": time.monotonic() - t0,
-        }
-    )
-    return scaler
+        return decode_replies(collected.replies, training=not planned.evaluating, shared=self.shared, refuse=refuse)
 
+    def aggregate(
+        self,
+        planned: PlannedRound,
+        updates: list[DeviceUpdate],
+        undecodable: Mapping[int, str],
+        *,
+        accuracy: float | None,
+        asked: int,
+        available: int,
+    ) -> dict[str, Any]:
+        """Roll back when accuracy fell ``rollback-drop`` below the best version; aggregate the updates (central
+        DP, or the robust ``aggregation``); step the server optimiser and commit a version when any was used.
+        Returns the record's ``rolled_back_to``, ``dp``, ``rejected`` and ``new_version``."""
+        run = self.settings
+        out: dict[str, Any] = {}
+        if run.rollback_drop and accuracy is not None and accuracy < self.best[0] - run.rollback_drop:
+            reason = f"accuracy {accuracy:.3f} fell below best {self.best[0]:.3f}"
+            self.version = self.history.rollback(self.best[1], reason)
+            self.params = self.history.load(self.version)
+            self.optimizer.load_state_dict(self.history.load_optimizer_state(self.version))  # the state it had then
+            out["rolled_back_to"] = self.best[1]
+        shared = self.shared
+        if self.central_dp is not None:
+            result, noise_std = central_dp_aggregate(shared, updates, self.central_dp, self._dp_rng)
+            if result.used:
+                population = run.dp_population or available
+                self.dp_rates.append(min(1.0, asked / max(population, 1)))
+            out["dp"] = {
+                "mode": "central",
+                "noise_std": noise_std,
+                "delta": self.central_dp.delta,
+                "epsilon": _dp_epsilon(self.central_dp, self.dp_rates),
+            }
+        else:
+            result = aggregate(
+                shared,
+                updates,
+                method=run.aggregation,
+                trim_fraction=run.trim_fraction,
+                norm_bound=run.norm_bound or None,
+            )
+        out["rejected"] = {str(k): v for k, v in {**undecodable, **result.rejected}.items()}
+        if result.used:
+            self.params = {**self.params, **self.optimizer.step(shared, result.parameters)}
+            self.version = self.history.commit(
+                self.params,
+                {"round": planned.number, "used": list(result.used)},
+                optimizer_state=self.optimizer.state_dict(),
+            )
+        out["new_version"] = self.version
+        return out
 
-def _device_class(reply: Message) -> str:
-    rec = reply.content.config_records.get("device")
-    value = rec.get("device-class") if rec is not None else None
-    return value if isinstance(value, str) and value else "unknown"
+    def record(
+        self, planned: PlannedRound, nodes: list[int], collected: RoundCollection, decoded: DecodedReplies
+    ) -> dict[str, Any]:
+        """The round's metrics record (what every training and evaluation round reports)."""
+        record = replies_record(
+            evaluating=planned.evaluating,
+            number=planned.number,
+            version=self.version,
+            nodes=len(nodes),
+            replies=len(collected.replies),
+            decoded=decoded,
+        )
+        record.update(collected.to_record())
+        return record
 
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _note_accuracy(self, accuracy: float | None) -> None:
+        if accuracy is not None and accuracy > self.best[0]:
+            self.best = (accuracy, self.version)
 
-def _by_class(reply_metrics: list[tuple[int, dict[str, Any]]], classes: list[str]) -> dict[str, dict[str, Any]]:
-    """Held-out metrics per device class, each weighted by the devices' evaluation examples."""
-    out: dict[str, dict[str, Any]] = {}
-    for cls in sorted(set(classes)):
-        group = [rm for rm, c in zip(reply_metrics, classes, strict=True) if c == cls]
-        out[cls] = {
-            "devices": len(group),
-            "examples": sum(n for n, m in group if "eval-acc" in m or "eval-loss" in m),
-            "eval_acc": _weighted(group, "eval-acc"),
-            "eval_loss": _weighted(group, "eval-loss"),
-        }
-    return out
+    def _wait_for_nodes(self) -> list[int]:
+        deadline = self._clock() + self.settings.node_wait_s
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= self.settings.min_nodes or self._clock() > deadline:
+                return nodes
+            self._sleep(0.5)
 
 
 def _dp_epsilon(dp: CentralDP, rates: list[float]) -> float:
     """Epsilon of the noised rounds so far (rounds at the highest sampling rate seen: an upper bound)."""
     return dp.epsilon(rounds=len(rates), sampling_rate=max(rates)) if rates else 0.0
-
-
-def _secagg_round(
-    grid: Grid,
-    nodes: list[int],
-    params: dict[str, np.ndarray],
-    version: int,
-    task_config: Mapping[str, Any],
-    cfg: Mapping[str, Any],
-    rnd: int,
-    tag: str,
-    history: ModelHistory,
-    record: dict[str, Any],
-    optimizer: ServerOptimizer | None = None,
-) -> tuple[dict[str, np.ndarray], int]:
-    """One SecAgg+ training round in place of plain aggregation; an aborted round keeps the model."""
-    from ._secagg import SecAggRoundConfig, secagg_train_round
-
-    sa_cfg = SecAggRoundConfig(
-        clip=float(cfg.get("secagg-clip", 1.0)),
-        bits=int(cfg.get("secagg-bits", 24)),
-        timeout_s=float(cfg.get("round-timeout-s", 120)),
-    )
-    config = ConfigRecord({**task_config, "server-round": rnd, "model-version": version})
-    try:
-        outcome = secagg_train_round(grid, nodes, params, config, sa_cfg, round_tag=f"{tag}/{rnd}")
-    except SecAggAborted as exc:
-        record["secagg"] = {"aborted": str(exc)}
-        return params, version
-    result = outcome.result
-    record["secagg"] = {
-        "survivors": len(result.survivors),
-        "dropped": len(result.dropped),
-        "rejected": {str(k): str(v) for k, v in result.rejected.items()},
-    }
-    new_params = outcome.parameters if optimizer is None else optimizer.step(params, outcome.parameters)
-    new_version = history.commit(
-        new_params,
-        {"round": rnd, "secagg": list(result.survivors)},
-        optimizer_state=optimizer.state_dict() if optimizer is not None else None,
-    )
-    return new_params, new_version
 
 
 @app.main()

@@ -15,6 +15,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from flclient import _signing
 from flclient.artifacts import UpdateContext, encode_checkpoint, sign_update, verify_checkpoint
+from flclient.server import RunConfig
 from flclient.server._trust import DeviceKeyPins, ServerTrust, public_pem
 
 from .conftest import World
@@ -51,7 +52,7 @@ def test_models_are_signed_and_published_once_per_version(world: World, tmp_path
         "artifacts-keys": f"{world.keys.files['model']},{world.keys.files['online']}",
         "model-via-tuf": "true",
     }
-    trust = ServerTrust.from_config(cfg, history_dir=tmp_path / "models")
+    trust = ServerTrust.from_config(RunConfig.from_run_config(cfg), history_dir=tmp_path / "models")
     assert trust is not None
     content = RecordDict(
         {"arrays": ArrayRecord({k: Array(v) for k, v in PARAMS.items()}), "config": ConfigRecord({"x": 1})}
@@ -72,15 +73,19 @@ def test_models_are_signed_and_published_once_per_version(world: World, tmp_path
     again = RecordDict({"config": ConfigRecord({})})
     trust.prepare(again, PARAMS, version=4, run_id=RUN)  # the same version: no second publication
     assert again.config_records["config"]["model-sha256"] == config["model-sha256"]
-    assert ServerTrust.from_config({}, history_dir=tmp_path) is None
+    assert ServerTrust.from_config(RunConfig.from_run_config({}), history_dir=tmp_path) is None
     with pytest.raises(ValueError, match="artifacts-keys"):
-        ServerTrust.from_config({"artifacts-repo": str(world.repo_dir)}, history_dir=tmp_path)
+        ServerTrust.from_config(
+            RunConfig.from_run_config({"artifacts-repo": str(world.repo_dir)}), history_dir=tmp_path
+        )
     with pytest.raises(ValueError, match="model-via-tuf needs"):
-        ServerTrust.from_config({"model-via-tuf": "true", "require-signed-updates": "1"}, history_dir=tmp_path)
+        ServerTrust.from_config(
+            RunConfig.from_run_config({"model-via-tuf": "true", "require-signed-updates": "1"}), history_dir=tmp_path
+        )
 
 
 def test_updates_are_verified_and_keys_pinned_per_node(tmp_path: Path) -> None:
-    trust = ServerTrust.from_config({"require-signed-updates": "true"}, history_dir=tmp_path)
+    trust = ServerTrust.from_config(RunConfig.from_run_config({"require-signed-updates": "true"}), history_dir=tmp_path)
     assert trust is not None
     device, thief = _key(), _key()
 
@@ -98,7 +103,7 @@ def test_updates_are_verified_and_keys_pinned_per_node(tmp_path: Path) -> None:
     assert "not trusted" in str(check(tampered))
     assert trust.take_summary() == {"verified": 1, "rejected": 5}
     # Pins survive a restart of the ServerApp (they live in the history directory).
-    again = ServerTrust.from_config({"require-signed-updates": "true"}, history_dir=tmp_path)
+    again = ServerTrust.from_config(RunConfig.from_run_config({"require-signed-updates": "true"}), history_dir=tmp_path)
     assert again is not None
     assert "pinned" in str(again.check_update(_reply(thief), node_id=7, server_round=1, version=1, run_id=RUN))
     # Without require-signed-updates an unsigned update passes, a bad signature still does not.
@@ -111,7 +116,9 @@ def test_a_device_key_registry_admits_only_registered_keys(tmp_path: Path) -> No
     registered, stranger = _key(), _key()
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "dev1.pub").write_bytes(public_pem(registered))
-    trust = ServerTrust.from_config({"device-keys": str(tmp_path / "keys")}, history_dir=tmp_path / "h")
+    trust = ServerTrust.from_config(
+        RunConfig.from_run_config({"device-keys": str(tmp_path / "keys")}), history_dir=tmp_path / "h"
+    )
     assert trust is not None and not trust.require_signed_updates
     ok = trust.check_update(_reply(registered, node=1), node_id=1, server_round=1, version=1, run_id=RUN)
     bad = trust.check_update(_reply(stranger, node=2), node_id=2, server_round=1, version=1, run_id=RUN)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flclient.server import DeviceUpdate, ServerOptimizer, aggregate
+from flclient.server import DeviceUpdate, RunConfig, ServerOptimizer, aggregate
 
 
 def _problem(seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
@@ -79,10 +79,10 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="server-optimizer"):
         ServerOptimizer(name="sgd")
     with pytest.raises(ValueError, match="server-momentum"):
-        ServerOptimizer.from_config({"server-optimizer": "fedavgm", "server-momentum": 1.0})
+        ServerOptimizer.from_config(RunConfig.from_run_config({"server-optimizer": "fedavgm", "server-momentum": 1.0}))
     with pytest.raises(ValueError, match="server-lr"):
-        ServerOptimizer.from_config({"server-lr": 0})
-    assert ServerOptimizer.from_config({"server-optimizer": "fedadam"}).lr == 0.01
+        ServerOptimizer.from_config(RunConfig.from_run_config({"server-lr": 0}))
+    assert ServerOptimizer.from_config(RunConfig.from_run_config({"server-optimizer": "fedadam"})).lr == 0.01
 
 
 @pytest.mark.parametrize("name", ["fedavgm", "fedadam"])

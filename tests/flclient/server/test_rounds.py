@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from flclient.server import RunConfig
 from flclient.server._rounds import RoundCollector, RoundRules
 
 
@@ -128,4 +129,4 @@ def test_every_node_answered_closes_before_the_deadline() -> None:
 )
 def test_bad_rules_are_refused_with_the_key(cfg: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        RoundRules.from_config(cfg)
+        RoundRules.from_config(RunConfig.from_run_config(cfg))

@@ -107,3 +107,26 @@ def test_late_replies_are_discarded_and_counted(tmp_path: Path) -> None:
     assert [r["replies"] for r in rounds] == [2, 2, 2]  # node 3's update never arrives in time
     assert [r["late"] for r in rounds] == [0, 1, 1]  # ... but arrives during the next round: counted, discarded
     assert all(r["aggregated"] for r in rounds)
+
+
+def test_a_bad_run_config_stops_the_run_before_anything_is_sent(tmp_path: Path) -> None:
+    from flclient.server import RunConfigError
+
+    grid = ReplyGrid([1, 2])
+    with pytest.raises(RunConfigError, match="'aggregation': 'avg' is not allowed"):
+        _run(tmp_path, grid, aggregation="avg")
+    with pytest.raises(RunConfigError, match="unknown key 'num-rounds'"):
+        _run(tmp_path, grid, **{"num-rounds": 2})
+    assert grid.asked == [] and not (tmp_path / "models").exists()  # no round, no model version
+
+
+def test_run_federation_takes_a_parsed_run_config(tmp_path: Path) -> None:
+    from flclient.server import RunConfig
+    from flclient.server.app import run_federation
+
+    grid = ReplyGrid([1, 2])
+    run = RunConfig(rounds=1, history_dir=tmp_path / "models", metrics_path=tmp_path / "m.jsonl", node_wait_s=0)
+    run_federation(grid, run)  # type: ignore[arg-type]
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "round", "evaluate", "done"]
+    assert records[1]["aggregated"] and records[1]["new_version"] == 2
