@@ -458,8 +458,8 @@ class RunConfig:
         metadata=_PRIVACY(
             "dp-noise-multiplier",
             _optional(_float(0)),
-            "Gaussian noise multiplier (std = multiplier * clip-norm): added by the devices (local) or the server "
-            "(central).",
+            "Gaussian noise multiplier (std = multiplier * clip-norm): added by the devices (local: needs "
+            "update-codec) or the server (central). Needs clip-norm; not with secagg.",
             shown="unset",
         ),
     )
@@ -606,6 +606,14 @@ class RunConfig:
                 )
         if self.dp_noise_multiplier and not self.clip_norm:
             raise RunConfigError("dp-noise-multiplier", "needs clip-norm (the sensitivity the noise is scaled to)")
+        if self.dp_noise_multiplier and self.secagg:
+            raise RunConfigError("dp-noise-multiplier", "SecAgg rounds would not add this noise: unset it with secagg")
+        if self.dp_noise_multiplier and self.dp_mode == "local" and not self.update_codec:
+            raise RunConfigError(
+                "dp-noise-multiplier",
+                "local DP noise is added by the devices' update pipeline, which runs only with update-codec "
+                "(set update-codec, e.g. fp32)",
+            )
         if self.secagg and self.personal_layers:
             raise RunConfigError(
                 "secagg", "secagg and personal-layers exclude each other: SecAgg masks the whole model"

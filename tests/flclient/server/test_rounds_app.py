@@ -130,3 +130,10 @@ def test_run_federation_takes_a_parsed_run_config(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["start", "round", "evaluate", "done"]
     assert records[1]["aggregated"] and records[1]["new_version"] == 2
+
+
+def test_a_start_version_that_does_not_exist_is_refused_by_key(tmp_path: Path) -> None:
+    from flclient.server import RunConfigError
+
+    with pytest.raises(RunConfigError, match="'start-version': model version 9 does not exist"):
+        _run(tmp_path, ReplyGrid([1]), **{"start-version": 9})

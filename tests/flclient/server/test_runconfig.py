@@ -133,6 +133,8 @@ def test_unknown_keys_are_refused_with_a_suggestion() -> None:
         ({"dp-mode": "central", "clip-norm": 1}, "dp-noise-multiplier", "positive dp-noise-multiplier"),
         ({"update-codec": "fp16", "dp-noise-multiplier": 1}, "dp-noise-multiplier", "needs clip-norm"),
         ({"secagg": True, "update-codec": "fp16"}, "secagg", "update-codec"),
+        ({"secagg": True, "clip-norm": 1, "dp-noise-multiplier": 1}, "dp-noise-multiplier", "would not add"),
+        ({"clip-norm": 1, "dp-noise-multiplier": 1}, "dp-noise-multiplier", "only with update-codec"),
         (
             {"secagg": True, "personal-layers": 1, "model-spec": json.dumps({"layers": [[1, 2], [2, 1]]})},
             "secagg",
