@@ -137,3 +137,28 @@ def test_a_start_version_that_does_not_exist_is_refused_by_key(tmp_path: Path) -
 
     with pytest.raises(RunConfigError, match="'start-version': model version 9 does not exist"):
         _run(tmp_path, ReplyGrid([1]), **{"start-version": 9})
+
+
+class OutlierGrid(ReplyGrid):
+    """Node 1 answers with the model + 100 instead of + 1: an outlier a trimmed mean drops."""
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
+        out = []
+        for reply in super().pull_messages(message_ids):
+            if reply.metadata.src_node_id == 1 and "arrays" in reply.content.array_records:
+                arrays = {k: a.numpy() + 99.0 for k, a in reply.content.array_records["arrays"].items()}
+                reply.content["arrays"] = flwr_app.ArrayRecord({k: flwr_app.Array(v) for k, v in arrays.items()})
+            out.append(reply)
+        return out
+
+
+@pytest.mark.parametrize(("trim", "moved"), [(0.2, 1.0), (0.0, (4 * 1.0 + 100.0) / 5)])
+def test_trim_fraction_sets_how_much_a_trimmed_mean_drops(tmp_path: Path, trim: float, moved: float) -> None:
+    import numpy as np
+
+    from flclient.server import ModelHistory
+
+    cfg = {"num-server-rounds": 1, "aggregation": "trimmed-mean", "trim-fraction": trim}
+    _run(tmp_path, OutlierGrid([1, 2, 3, 4, 5]), **cfg)
+    history = ModelHistory(tmp_path / "models")
+    np.testing.assert_allclose(history.load(2)["dense0_bias"] - history.load(1)["dense0_bias"], moved, rtol=1e-5)
