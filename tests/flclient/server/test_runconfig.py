@@ -305,3 +305,11 @@ def _is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
+
+
+def test_run_config_error_is_in_the_flclient_family_and_tree() -> None:
+    import flclient
+    from flclient import _errors
+
+    assert flclient.RunConfigError is RunConfigError and "RunConfigError" in flclient.__all__
+    assert issubclass(RunConfigError, _errors.FLClientError) and "── RunConfigError " in (_errors.__doc__ or "")
