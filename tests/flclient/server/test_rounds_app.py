@@ -162,3 +162,13 @@ def test_trim_fraction_sets_how_much_a_trimmed_mean_drops(tmp_path: Path, trim: 
     _run(tmp_path, OutlierGrid([1, 2, 3, 4, 5]), **cfg)
     history = ModelHistory(tmp_path / "models")
     np.testing.assert_allclose(history.load(2)["dense0_bias"] - history.load(1)["dense0_bias"], moved, rtol=1e-5)
+
+
+def test_central_dp_rounds_record_noise_and_epsilon(tmp_path: Path) -> None:
+    cfg = {"dp-mode": "central", "clip-norm": 1.0, "dp-noise-multiplier": 1.0, "dp-population": 8}
+    records = _run(tmp_path, ReplyGrid([1, 2, 3, 4]), **cfg)
+    rounds = [r for r in records if r["event"] == "round"]
+    assert [r["dp"]["mode"] for r in rounds] == ["central", "central"]
+    assert all(r["dp"]["noise_std"] == 1.0 * 1.0 / 4 and r["dp"]["delta"] == 1e-5 for r in rounds)
+    assert 0 < rounds[0]["dp"]["epsilon"] < rounds[1]["dp"]["epsilon"]  # two noised rounds at rate 4/8 compose
+    assert all(r["new_version"] == r["version"] + 1 for r in rounds)
