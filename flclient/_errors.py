@@ -32,6 +32,7 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
     ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
     ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
+    ├── ProtocolError                     a task or reply breaks the typed round contract (has .key)
     ├── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
     ├── RunConfigError                    a ServerApp run-config key is unknown or its value wrong (has .key)
     ├── GateError                         the participation gate could not be used
@@ -97,6 +98,7 @@ __all__ = [
     "MetadataRollback",
     "MetadataUntrusted",
     "PolicyError",
+    "ProtocolError",
     "RoundAbandoned",
     "RunConfigError",
     "SecAggAborted",
@@ -236,6 +238,16 @@ class TaskDeclined(FLClientError):
         super().__init__(f"task declined ({reason}): {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class ProtocolError(FLClientError):
+    """A task or a reply does not fit the round's typed contract (:mod:`flclient.protocol`); ``key`` names the
+    offending record or config key. A device declines such a task as ``bad-config``; a server drops such a reply."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = message
 
 
 class DeviceConfigError(FLClientError):
