@@ -13,23 +13,26 @@ import numpy as np
 from flwr.app import Message
 
 from .._errors import UpdateCodecError
+from ..protocol import Kind, Metric, Record
 from ._aggregate import DeviceUpdate, apply_encoded_update
 from ._stats import FeatureStats
 
 __all__ = ["DecodedReplies", "decode_replies", "decode_stats", "device_class", "failure_reason"]
+
+_ERROR_KINDS = tuple(f"{kind}:" for kind in (Kind.DECLINED, Kind.REJECTED, Kind.FAILED))
 
 
 def failure_reason(reply: Message) -> str:
     """The reason of an error reply: ``"declined: <reason>: <detail>"`` (also ``rejected:``/``failed:``) gives
     ``<reason>``; any other error text its first 80 characters."""
     reason = reply.error.reason or ""
-    return reason.split(":", 2)[1].strip() if reason.startswith(("declined:", "rejected:", "failed:")) else reason[:80]
+    return reason.split(":", 2)[1].strip() if reason.startswith(_ERROR_KINDS) else reason[:80]
 
 
 def device_class(reply: Message) -> str:
     """The device class a reply states in its ``"device"`` record (``"unknown"`` without one)."""
-    rec = reply.content.config_records.get("device")
-    value = rec.get("device-class") if rec is not None else None
+    rec = reply.content.config_records.get(Record.DEVICE)
+    value = rec.get(Record.DEVICE_CLASS) if rec is not None else None
     return value if isinstance(value, str) and value else "unknown"
 
 
@@ -72,12 +75,12 @@ def decode_replies(
             key = failure_reason(reply)
             out.failures[key] = out.failures.get(key, 0) + 1
             continue
-        m: dict[str, Any] = dict(reply.content.metric_records.get("metrics", {}))
-        n = int(m.get("num-examples", 0))
-        out.metrics.append((max(int(m.get("eval-examples", n)), 0), m))
+        m: dict[str, Any] = dict(reply.content.metric_records.get(Record.METRICS, {}))
+        n = int(m.get(Metric.NUM_EXAMPLES, 0))
+        out.metrics.append((max(int(m.get(Metric.EVAL_EXAMPLES, n)), 0), m))
         out.classes.append(device_class(reply))
-        if "eval-acc" in m:
-            out.per_device[str(src)] = float(m["eval-acc"])
+        if Metric.EVAL_ACC in m:
+            out.per_device[str(src)] = float(m[Metric.EVAL_ACC])
         if not training:
             continue
         if refuse is not None:
@@ -85,11 +88,11 @@ def decode_replies(
             if refused is not None:
                 out.undecodable[src] = refused
                 continue
-        if "arrays" in reply.content.array_records:
-            arrays = {k: a.numpy() for k, a in reply.content.array_records["arrays"].items()}
+        if Record.ARRAYS in reply.content.array_records:
+            arrays = {k: a.numpy() for k, a in reply.content.array_records[Record.ARRAYS].items()}
             out.updates.append(DeviceUpdate(src, arrays, n))
-        elif "update" in reply.content.array_records:
-            payload = reply.content.array_records["update"].get("payload")
+        elif Record.UPDATE in reply.content.array_records:
+            payload = reply.content.array_records[Record.UPDATE].get(Record.PAYLOAD)
             try:
                 if payload is None:
                     raise UpdateCodecError("the 'update' record has no 'payload'")
@@ -106,15 +109,14 @@ def decode_stats(replies: Sequence[Message]) -> tuple[list[FeatureStats], dict[s
     stats: list[FeatureStats] = []
     failures: dict[str, int] = {}
     for reply in replies:
-        if reply.has_error() or "stats" not in reply.content.array_records:
+        if reply.has_error() or Record.STATS not in reply.content.array_records:
             key = failure_reason(reply) if reply.has_error() else "no stats record"
             failures[key] = failures.get(key, 0) + 1
             continue
-        rec = reply.content.array_records["stats"]
+        rec = reply.content.array_records[Record.STATS]
         try:
-            stats.append(
-                FeatureStats(rec["sum"].numpy(), rec["sumsq"].numpy(), int(np.asarray(rec["count"].numpy()).sum()))
-            )
+            count = int(np.asarray(rec[Record.COUNT].numpy()).sum())
+            stats.append(FeatureStats(rec[Record.SUM].numpy(), rec[Record.SUMSQ].numpy(), count))
         except (KeyError, ValueError) as exc:
             failures[f"bad stats: {exc}"] = failures.get(f"bad stats: {exc}", 0) + 1
     return stats, failures

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol import Key
 from ._runconfig import RunConfig
 from ._stats import Scaler
 
@@ -72,41 +73,41 @@ def task_config(
     devices' update pipeline (which clips) with the lossless ``fp32`` codec unless another one is set.
     """
     config: dict[str, Any] = {
-        "model-spec": run.model_spec,
-        "lr": run.lr,
-        "epochs": run.epochs,
-        "batch-size": run.batch_size,
-        "seed": run.seed,
-        "eval-fraction": run.eval_fraction,
+        Key.MODEL_SPEC: run.model_spec,
+        Key.LR: run.lr,
+        Key.EPOCHS: run.epochs,
+        Key.BATCH_SIZE: run.batch_size,
+        Key.SEED: run.seed,
+        Key.EVAL_FRACTION: run.eval_fraction,
     }
     if run.proximal_mu:
-        config["proximal-mu"] = run.proximal_mu
+        config[Key.PROXIMAL_MU] = run.proximal_mu
     if run.personal_layers:
-        config["personal-layers"] = run.personal_layers
+        config[Key.PERSONAL_LAYERS] = run.personal_layers
     if run.feature_module:
-        config["feature-module"] = run.feature_module
-        config["feature-module-sha256"] = run.feature_module_sha256
+        config[Key.FEATURE_MODULE] = run.feature_module
+        config[Key.FEATURE_MODULE_SHA256] = run.feature_module_sha256
     if run.feature_scale:
-        config["feature-scale"] = list(run.feature_scale)
+        config[Key.FEATURE_SCALE] = list(run.feature_scale)
     codec = run.update_codec or ("fp32" if run.dp_mode == "central" else None)
     if codec:
-        config["update-codec"] = codec
+        config[Key.UPDATE_CODEC] = codec
     if run.dp_mode != "local":
-        config["dp-mode"] = run.dp_mode
+        config[Key.DP_MODE] = run.dp_mode
     for key, value in (
-        ("clip-norm", run.clip_norm),
-        ("topk-fraction", run.topk_fraction),
-        ("dp-noise-multiplier", run.dp_noise_multiplier),
+        (Key.CLIP_NORM, run.clip_norm),
+        (Key.TOPK_FRACTION, run.topk_fraction),
+        (Key.DP_NOISE_MULTIPLIER, run.dp_noise_multiplier),
     ):
         if value is not None:
             config[key] = value
     if scaler is not None:
-        config["scaler"] = scaler.to_json()
-        config["scaler-version"] = scaler.version
+        config[Key.SCALER] = scaler.to_json()
+        config[Key.SCALER_VERSION] = scaler.version
     if server_round is not None:
-        config["server-round"] = server_round
+        config[Key.SERVER_ROUND] = server_round
     if model_version is not None:
-        config["model-version"] = model_version
+        config[Key.MODEL_VERSION] = model_version
     if query is not None:
-        config["query"] = query
+        config[Key.QUERY] = query
     return config

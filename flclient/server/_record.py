@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..protocol import Metric
 from ._decode import DecodedReplies
 
 __all__ = ["MetricsLog", "by_class", "replies_record", "weighted"]
@@ -43,9 +44,9 @@ def by_class(reply_metrics: list[tuple[int, dict[str, Any]]], classes: list[str]
         group = [rm for rm, c in zip(reply_metrics, classes, strict=True) if c == cls]
         out[cls] = {
             "devices": len(group),
-            "examples": sum(n for n, m in group if "eval-acc" in m or "eval-loss" in m),
-            "eval_acc": weighted(group, "eval-acc"),
-            "eval_loss": weighted(group, "eval-loss"),
+            "examples": sum(n for n, m in group if Metric.EVAL_ACC in m or Metric.EVAL_LOSS in m),
+            "eval_acc": weighted(group, Metric.EVAL_ACC),
+            "eval_loss": weighted(group, Metric.EVAL_LOSS),
         }
     return out
 
@@ -63,11 +64,11 @@ def replies_record(
         "replies": replies,
         "duplicates": decoded.duplicates,
         "failures": decoded.failures,
-        "eval_acc": weighted(metrics, "eval-acc"),
-        "eval_loss": weighted(metrics, "eval-loss"),
-        "train_loss": weighted([(int(m.get("num-examples", 0)), m) for _, m in metrics], "train-loss"),
-        "device_s": weighted([(1, m) for _, m in metrics], "device-s"),
-        "train_s": weighted([(1, m) for _, m in metrics], "train-s"),
+        "eval_acc": weighted(metrics, Metric.EVAL_ACC),
+        "eval_loss": weighted(metrics, Metric.EVAL_LOSS),
+        "train_loss": weighted([(int(m.get(Metric.NUM_EXAMPLES, 0)), m) for _, m in metrics], Metric.TRAIN_LOSS),
+        "device_s": weighted([(1, m) for _, m in metrics], Metric.DEVICE_S),
+        "train_s": weighted([(1, m) for _, m in metrics], Metric.TRAIN_S),
         "update_bytes": decoded.update_bytes,
         "by_class": by_class(metrics, decoded.classes),
     }

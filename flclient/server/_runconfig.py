@@ -27,18 +27,14 @@ from typing import Any
 
 from .._errors import RunConfigError, TaskDeclined
 from .._personal import personal_parameter_names
+from ..protocol import DP_MODES, UPDATE_CODECS
 from ._aggregate import AGGREGATIONS
 from ._optim import SERVER_OPTIMIZERS
 
-__all__ = ["DEFAULT_MODEL_SPEC", "UPDATE_CODECS", "RunConfig", "run_config_reference"]
+__all__ = ["DEFAULT_MODEL_SPEC", "RunConfig", "run_config_reference"]
 
 DEFAULT_MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
 """A linear model over the 67 columns of the demo's feature module."""
-
-UPDATE_CODECS = ("fp32", "fp16", "bf16", "int8", "rotated1", "rotated2", "rotated4", "topk")
-"""The codecs a device's update pipeline knows (a test checks that this is the device's list)."""
-
-DP_MODES = ("local", "central")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")

@@ -34,6 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .._errors import RunConfigError, SecAggAborted
 from .._personal import personal_parameter_names
+from ..protocol import Record
 from ._aggregate import DeviceUpdate, aggregate
 from ._decode import DecodedReplies, decode_replies, decode_stats
 from ._dp import CentralDP, central_dp_aggregate
@@ -171,7 +172,7 @@ class _Federation:
             "nodes": len(nodes),
         }
         # The task's config as planned: with the model's signature and the run id when trust is on.
-        config = ConfigRecord(dict(self.plan(planned).config_records["config"]))
+        config = ConfigRecord(dict(self.plan(planned).config_records[Record.CONFIG]))
         try:
             outcome = secagg_train_round(
                 self.grid,
@@ -203,7 +204,7 @@ class _Federation:
         """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
         t0 = self._clock()
         store = ScalerStore(self.settings.history_dir / "scalers")
-        content = RecordDict({"config": ConfigRecord(task_config(self.settings, query="feature-stats"))})
+        content = RecordDict({Record.CONFIG: ConfigRecord(task_config(self.settings, query="feature-stats"))})
         messages = [
             Message(content=content, dst_node_id=n, message_type=MessageType.QUERY, group_id="stats") for n in nodes
         ]
@@ -233,8 +234,8 @@ class _Federation:
         config = task_config(self.settings, server_round=planned.number, model_version=self.version, scaler=self.scaler)
         content = RecordDict(
             {
-                "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.params.items()}),
-                "config": ConfigRecord(config),
+                Record.ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.params.items()}),
+                Record.CONFIG: ConfigRecord(config),
             }
         )
         if self.trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)

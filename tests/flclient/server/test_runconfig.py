@@ -13,12 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flclient import FLClientError
+from flclient.protocol import UPDATE_CODECS
 from flclient.server import AGGREGATIONS, SERVER_OPTIMIZERS, RunConfig, RunConfigError, run_config_reference
 from flclient.server._dp import CentralDP
 from flclient.server._optim import ServerOptimizer
 from flclient.server._plan import schedule, task_config
 from flclient.server._rounds import RoundRules
-from flclient.server._runconfig import DEFAULT_MODEL_SPEC, UPDATE_CODECS
+from flclient.server._runconfig import DEFAULT_MODEL_SPEC
 
 ROOT = Path(__file__).resolve().parents[3]
 SHA = "ab" * 32
@@ -199,12 +200,6 @@ def test_every_caller_in_the_repository_passes_a_valid_run_config(tmp_path: Path
         RunConfig.from_run_config({**base, **extra})
     live = LiveFleetConfig(fleet=FleetConfig(devices=4, goal=3, rounds=2, mix=(("phone", 1.0),)))
     RunConfig.from_run_config(live.run_config(tmp_path))
-
-
-def test_update_codecs_are_the_ones_devices_know() -> None:
-    from flclient._task import UPDATE_CODECS as DEVICE_CODECS
-
-    assert UPDATE_CODECS == DEVICE_CODECS
 
 
 def test_the_task_config_carries_only_what_the_run_asks_for() -> None:
