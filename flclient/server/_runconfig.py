@@ -74,6 +74,11 @@ def _number(raw: Any) -> float:
 def _whole(raw: Any) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw)  # exact, also past 2**53
+        except ValueError:
+            pass  # "3.0", "1e3": whole numbers written as floats
     value = _number(raw)
     if not value.is_integer():
         raise ValueError("not a whole number")
