@@ -75,3 +75,62 @@ def test_secagg_round_through_flower_records() -> None:
     expected = np.mean([0.01 * (nid % 3) for nid in survivors])
     np.testing.assert_allclose(outcome.parameters["w"], expected, atol=1e-4)
     np.testing.assert_allclose(outcome.parameters["b"], 1 + expected, atol=1e-4)
+
+
+class FleetGrid(DeviceGrid):
+    """DeviceGrid behind Flower's push/pull API, with node ids, answering evaluate tasks with metrics too: what
+    run_federation needs for a SecAgg run."""
+
+    def __init__(self, n: int, offline_at_collect: set[int]) -> None:
+        super().__init__(n, offline_at_collect)
+        self.pushed: dict[str, Any] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self.handlers)
+
+    def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata._message_id = f"m{len(self.pushed)}"
+            self.pushed[msg.metadata.message_id] = msg
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
+        msgs = [self.pushed.pop(i) for i in sorted(set(message_ids)) if i in self.pushed]
+        train = [m for m in msgs if m.metadata.message_type == "train"]
+        out = self.send_and_receive(train)
+        for msg in msgs:
+            if msg.metadata.message_type == "evaluate":
+                metrics = flwr_app.MetricRecord({"num-examples": 3, "eval-acc": 0.5})
+                out.append(flwr_app.Message(flwr_app.RecordDict({"metrics": metrics}), reply_to=msg))
+        return out
+
+
+@pytest.mark.usefixtures("flower_run")
+def test_run_federation_runs_secagg_training_rounds(tmp_path: Any) -> None:
+    import json
+
+    from flclient.server import ModelHistory
+    from flclient.server.app import run_federation
+
+    grid = FleetGrid(10, offline_at_collect={12})
+    cfg = {
+        "num-server-rounds": 1,
+        "secagg": "true",
+        "round-timeout-s": 2,  # node 12 never answers the collect stage: wait 2 s for it, not 120
+        "min-nodes": 10,
+        "model-spec": json.dumps({"layers": [[3, 4, "none"]], "loss": "mse"}),
+        "history-dir": str(tmp_path / "models"),
+        "metrics-path": str(tmp_path / "m.jsonl"),
+    }
+    run_federation(grid, cfg)  # type: ignore[arg-type]
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    train = next(r for r in records if r["event"] == "round")
+    assert train["secagg"] == {"survivors": 9, "dropped": 1, "rejected": {}}
+    assert (train["version"], train["new_version"]) == (1, 2)
+    history = ModelHistory(tmp_path / "models")
+    expected = np.mean([0.01 * (nid % 3) for nid in grid.handlers if nid != 12])
+    np.testing.assert_allclose(history.load(2)["dense0_bias"] - history.load(1)["dense0_bias"], expected, atol=1e-4)
+    final = records[-2]
+    assert final["event"] == "evaluate" and final["final"] and final["eval_acc"] == 0.5 and final["replies"] == 10
