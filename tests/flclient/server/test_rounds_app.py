@@ -172,3 +172,16 @@ def test_central_dp_rounds_record_noise_and_epsilon(tmp_path: Path) -> None:
     assert all(r["dp"]["noise_std"] == 1.0 * 1.0 / 4 and r["dp"]["delta"] == 1e-5 for r in rounds)
     assert 0 < rounds[0]["dp"]["epsilon"] < rounds[1]["dp"]["epsilon"]  # two noised rounds at rate 4/8 compose
     assert all(r["new_version"] == r["version"] + 1 for r in rounds)
+
+
+def test_unsigned_updates_are_refused_when_signed_updates_are_required(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    grid = ReplyGrid([1, 2])
+    grid.run = SimpleNamespace(run_id=7)  # type: ignore[attr-defined]
+    records = _run(tmp_path, grid, **{"require-signed-updates": "true", "num-server-rounds": 1})
+    train = next(r for r in records if r["event"] == "round")
+    assert train["signed_updates"] == {"verified": 0, "rejected": 2}
+    unsigned = "unsigned update (require-signed-updates)"
+    assert train["rejected"] == {"1": unsigned, "2": unsigned}
+    assert train["new_version"] == train["version"] == 1  # nothing aggregated
