@@ -25,6 +25,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._concerns import NodeBinding
 from ._config import DeviceConfig
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
@@ -97,6 +98,7 @@ class Client:
             if config.privacy_budget is not None
             else None
         )
+        self._node = NodeBinding()
         gate = None
         if config.gate_policy is not None:
             gate = ParticipationGate(
@@ -114,6 +116,8 @@ class Client:
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
             trust=_round_trust(config),
+            secagg=self._secagg_handler,
+            node=self._node,
         )
         self.node = FleetNode(
             fleet=self.fleet,
@@ -128,26 +132,24 @@ class Client:
             log=self._log,
             telemetry=TelemetryLog(config.telemetry_path),
             wall=clock,
-            on_connect=self._bind_secagg,
+            on_connect=self._connected,
             on_pushed=self._pushed,
         )
         self._closed = False
 
-    def _bind_secagg(self, node_id: int) -> None:
-        """SecAgg needs the node id SuperLink gave this device: (re)build the handler once it is known.
+    def _connected(self, node_id: int) -> None:
+        """SecAgg and update signatures name the node id SuperLink gave this device: record it for them."""
+        self._node.node_id = node_id
 
-        Update signatures name the node too (:class:`~flclient.artifacts.RoundTrust`)."""
-        if self.executor.trust is not None:
-            self.executor.trust.node_id = node_id
-        current = self.executor.secagg
-        if current is None or current.device.node_id != node_id:
-            device = SecAggDevice(
-                node_id=node_id,
-                identity=self._secagg_store.identity(),
-                store=self._secagg_store,
-                rng=secure_generator(),
-            )
-            self.executor.secagg = SecAggTaskHandler(device=device)
+    def _secagg_handler(self, node_id: int) -> SecAggTaskHandler:
+        """This node's SecAgg+ device (made when a SecAgg stage first reaches a node id)."""
+        device = SecAggDevice(
+            node_id=node_id,
+            identity=self._secagg_store.identity(),
+            store=self._secagg_store,
+            rng=secure_generator(),
+        )
+        return SecAggTaskHandler(device=device)
 
     def _pushed(self, reply_to: str) -> None:
         """A reply reached SuperLink: its DP participation (if any) is now uploaded in the ledger."""

@@ -230,12 +230,14 @@ class StateStoreError(FLClientError):
 
 
 class TaskDeclined(FLClientError):
-    """The device refused a task it cannot run as asked; ``reason`` is a short machine-readable cause."""
+    """The device refused a task it cannot run as asked; ``reason`` is a short machine-readable cause (a
+    :class:`flclient.protocol.Code`), ``reasons`` the participation gate's coarse reasons for ``not-eligible``."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, reasons: tuple[str, ...] = ()) -> None:
         super().__init__(f"task declined ({reason}): {detail}")
         self.reason = reason
         self.detail = detail
+        self.reasons = reasons
 
 
 class ProtocolError(FLClientError):

@@ -32,6 +32,7 @@ from ._task import TaskExecutor
 from .fleet._client import FleetClient, PulledMessage
 from .fleet._objects import EncodedMessage, MetricRecord, decode_content, encode_message
 from .fleet._proto import flclient_fleet_pb2 as pb
+from .protocol import Code, ErrorReply, Metric, Record
 
 __all__ = ["FleetNode", "TelemetryLog"]
 
@@ -271,7 +272,7 @@ class FleetNode:
             except (ObjectIntegrityError, FleetProtocolError) as exc:
                 # Hostile or broken content: never run it; answer with an error so the ServerApp need not wait.
                 self.store.mark_received(pulled.message_id, {})
-                self._reply_error(pulled, f"rejected: {exc}", started, outcome="rejected")
+                self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
                 self._confirm(pulled)
                 return
             self.store.mark_received(pulled.message_id, objects)
@@ -285,21 +286,18 @@ class FleetNode:
             with BackgroundHeartbeats(lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log):
                 outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
-            self._reply_error(
-                pulled, f"declined: {exc.reason}: {exc.detail}", started, outcome="declined", reason=exc.reason
-            )
+            declined = ErrorReply(kind="declined", code=exc.reason, detail=exc.detail, reasons=exc.reasons)
+            self._reply_error(pulled, declined, started)
             return
         except (FLClientError, ValueError, ArithmeticError) as exc:
-            self._reply_error(
-                pulled, f"failed: {type(exc).__name__}: {exc}", started, outcome="failed", reason=type(exc).__name__
-            )
+            self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=str(exc)), started)
             return
         ran = time.perf_counter()
         device_s = ran - started
-        metrics = outcome.content.get("metrics")
-        if isinstance(metrics, MetricRecord):
-            extra = {"bytes-down": int(bytes_down), "device-s": device_s}
-            outcome.content["metrics"] = MetricRecord({**metrics.values, **extra})
+        metrics = outcome.content.get(Record.METRICS)
+        if isinstance(metrics, MetricRecord):  # what the node measured around the task
+            extra = {Metric.BYTES_DOWN: int(bytes_down), Metric.DEVICE_S: device_s}
+            outcome.content[Record.METRICS] = MetricRecord({**metrics.values, **extra})
         encoded = encode_message(self._reply_metadata(meta), outcome.content)
         self._store_reply(pulled, encoded, device_s)
         self._telemetry_write(
@@ -345,15 +343,18 @@ class FleetNode:
             ttl=max(ttl, 1.0),
         )
 
-    def _reply_error(self, pulled: PulledMessage, text: str, started: float, *, outcome: str, reason: str = "") -> None:
+    def _reply_error(self, pulled: PulledMessage, error: ErrorReply, started: float) -> None:
+        """Answer with a Flower error whose reason is the protocol's error reply (kind, code, detail)."""
         meta = self._reply_metadata(pulled.metadata)
         meta.message_id = ""
+        text = error.to_reason()
+        outcome, reason = error.kind, error.code
         body = pb.Message(metadata=meta, error=pb.Error(code=_ERROR_CODE_CLIENT_APP_RAISED, reason=text))
         encoded = _encode_error(body)
         self._store_reply(pulled, encoded, time.perf_counter() - started)
         self.store.bump(f"{outcome}")
-        self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": text})
-        self._telemetry_write(pulled, outcome=outcome, reason=reason or text)
+        self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": reason, "detail": error.detail})
+        self._telemetry_write(pulled, outcome=outcome, reason=reason)
         self._flush_replies()
 
     def _store_reply(self, pulled: PulledMessage, encoded: EncodedMessage, runtime_s: float) -> None:
