@@ -174,7 +174,7 @@ class VirtualDevice:
                         break
         finally:
             self._go_offline()
-            self.fleet.transport.close()
+            self.fleet.close()
 
     def _one_hour(self, stop: threading.Event) -> None:
         if not self._registered:
