@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    ArtifactError,
     DeviceConfigError,
     FeatureError,
     FLClientError,
@@ -27,8 +28,11 @@ from ._errors import (
     PrivacyLedgerError,
     ResourceClosedError,
     RoundAbandoned,
+    SecAggError,
+    SignedArtifactError,
     StateStoreError,
     TaskDeclined,
+    TlsError,
     UpdateCodecError,
     UpdateError,
     UpdateInputError,
@@ -51,6 +55,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ArtifactError",
     "AsyncClient",
     "Client",
     "DeviceConfig",
@@ -75,8 +80,11 @@ __all__ = [
     "ResourceClosedError",
     "RoundAbandoned",
     "SandboxLimits",
+    "SecAggError",
+    "SignedArtifactError",
     "StateStoreError",
     "TaskDeclined",
+    "TlsError",
     "UpdateCodecError",
     "UpdateError",
     "UpdateInputError",
