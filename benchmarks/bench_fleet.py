@@ -108,7 +108,7 @@ def _superlink_rps(link: LocalSuperLink, nodes: int = 16, seconds: float = 5.0) 
     rps = count[0] / (time.perf_counter() - t)
     for c, nid in clients:
         c.deactivate(nid)
-        c.transport.close()
+        c.close()  # and its transport
     return rps
 
 
