@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._concerns import NodeBinding
 from ._config import DeviceConfig
+from ._lifetime import Resource
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
 from ._task import DataSource, NpzDataSource, TaskExecutor
@@ -53,7 +54,7 @@ def json_logger(stream: Any = None, *, clock: Callable[[], float] = time.time, *
     return log
 
 
-class Client:
+class Client(Resource):
     """A device node: its state store, Fleet client and task executor, from one :class:`DeviceConfig`.
 
     ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
@@ -135,7 +136,6 @@ class Client:
             on_connect=self._connected,
             on_pushed=self._pushed,
         )
-        self._closed = False
 
     def _connected(self, node_id: int) -> None:
         """SecAgg and update signatures name the node id SuperLink gave this device: record it for them."""
@@ -158,10 +158,12 @@ class Client:
 
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
+        self._check_open()
         return self.node.poll_once()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Take part in rounds until ``stop`` is set, then linger for the last reply and deactivate."""
+        self._check_open()
         stop = stop or threading.Event()
         self.node.run(stop.wait)
         self.shutdown()
@@ -174,27 +176,17 @@ class Client:
         except Exception as exc:
             self._log({"event": "shutdown-error", "error": type(exc).__name__, "reason": str(exc)})
 
-    def close(self) -> None:
-        """Release the transport, the feature modules and the state store."""
-        if not self._closed:
-            self._closed = True
-            self.executor.close()
-            if self.executor.trust is not None:
-                self.executor.trust.close()
-            self._transport.close()
-            self._secagg_store.close()
-            self._residuals.close()
-            if self.ledger is not None:
-                self.ledger.close()
-            self.store.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        """Release the feature modules, the artifacts client, the Fleet client (and its transport) and the stores."""
+        self.executor.close()
+        if self.executor.trust is not None:
+            self.executor.trust.close()
+        self.fleet.close()
+        self._secagg_store.close()
+        self._residuals.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        self.store.close()
 
 
 def _round_trust(config: DeviceConfig) -> RoundTrust | None:

@@ -13,7 +13,6 @@ from flclient._task import LocalData, TaskExecutor
 from flclient.fleet._objects import ArrayRecord, ConfigRecord
 from flclient.gate import EligibilityPolicy, ManualClock, ParticipationGate, PowerState, SignalSnapshot, StaticSignals
 
-
 SPEC = json.dumps({"layers": [[3, 2, "none"]]})  # a valid task: the refusals below come before any work
 
 
