@@ -195,7 +195,7 @@ def _pushing_node(link: MemorySuperLink) -> tuple[FleetClient, EncodedMessage]:
     client.ensure_registered()
     node_id = client.activate(30)
     ins = link.queue(node_id, {})
-    (pulled,) = client.pull_messages(node_id)
+    assert [m.message_id for m in client.pull_messages(node_id)] == [ins.message_id]
     meta = pb.Metadata(
         run_id=1,
         src_node_id=node_id,
