@@ -386,3 +386,25 @@ def test_a_long_task_heartbeats_once_per_period_on_the_injected_signal(tmp_path:
     assert during == ["send-node-heartbeat", "send-node-heartbeat"]
     assert len(stops) == 1 and stops[0].timeouts == [10.0] * 3  # a third of the 30 s interval, until the end
     assert list(link.delivered()) == [ins.message_id]
+
+
+# -- known gap ------------------------------------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="FleetNode.connect re-registers only on a 401 from activate-node, but SuperLink (flwr 1.41) answers an "
+    "unknown key's activate-node with 412, which activate(known_node_id=...) takes for 'still active': after a "
+    "SuperLink restart with in-memory state the node loops activate -> pull 401 -> activate and never registers",
+)
+def test_a_node_registers_again_with_a_superlink_that_lost_its_state(tmp_path: Path) -> None:
+    link, dev, _ = _connected(tmp_path)
+    link.forget_nodes()  # SuperLink restarted with in-memory state
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return len(waits) >= 4
+
+    dev.node.run(wait)
+    node_id = dev.store.get_meta("node_id")
+    assert link.requests.count("register-node") == 2
+    assert node_id is not None and link.node_online(int(node_id))
