@@ -139,8 +139,8 @@ class FleetNode:
 
     ``wait(seconds)`` pauses the loop and returns ``True`` when the node should stop (pass ``Event.wait``).
     Every clock is injected: ``monotonic`` paces heartbeats and the reply grace, ``wall`` stamps messages and
-    telemetry, ``perf`` times each task, and ``heartbeat_stop`` makes what the heartbeat thread of a running task
-    waits on between beats (one per task).
+    telemetry, ``perf`` times each task, and ``heartbeat_stop`` builds the signal that the heartbeat thread of
+    each running task waits on between beats.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""The Fleet client against a MockTransport: signing, retries with injected sleep, honest errors."""
+"""The Fleet client against a MockTransport (and, for pushes, MemorySuperLink): signing, retries with injected sleep,
+honest errors, pushes that survive lost answers."""
 
 from __future__ import annotations
 
