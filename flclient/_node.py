@@ -236,6 +236,10 @@ class FleetNode:
             except Exception as exc:
                 failures += 1
                 self.node_id = None
+                if isinstance(exc, FleetAuthError):
+                    # SuperLink no longer knows this key (it restarted without its state): register it again.
+                    with contextlib.suppress(FLClientError):
+                        self._register()
                 delay = min(self.timing.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                 delay *= 0.5 + 0.5 * self.fleet.rng.random()
                 self._log(
