@@ -33,7 +33,7 @@ from ._state import StateStore
 from ._task import DataSource, NpzDataSource, TaskExecutor
 from .fleet._client import FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
-from .gate import DeviceSignals, ParticipationGate, SignalSource, SystemClock
+from .gate import DeviceCapabilities, DeviceSignals, ParticipationGate, SignalSource, SystemClock
 from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
 from .update import PrivacyLedger, SqliteResidualStore, secure_generator
 
@@ -59,7 +59,9 @@ class Client(Resource):
 
     ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
     configured ``.npz`` data source; ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
-    signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``). ``close()`` is idempotent.
+    signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``); ``capabilities`` what the device
+    declares it can run (default: :func:`flclient._task.device_capabilities`, from this installation; tasks whose
+    requirements it does not meet are declined before any work). ``close()`` is idempotent.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Client(Resource):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         signals: SignalSource | None = None,
+        capabilities: DeviceCapabilities | None = None,
     ) -> None:
         self.config = config
         self._log = log or json_logger()
@@ -118,6 +121,7 @@ class Client(Resource):
             personal_path=config.state_dir / "personal-head.npz",
             trust=_round_trust(config),
             secagg=self._secagg_handler,
+            capabilities=capabilities,
             node=self._node,
         )
         self.node = FleetNode(
