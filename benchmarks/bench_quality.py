@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from flclient._task import NpzDataSource, TaskExecutor  # noqa: E402
 from flclient.fleet._objects import ArrayRecord, ConfigRecord  # noqa: E402
+from flclient.protocol import model_spec_from_json  # noqa: E402
 from flclient.server import LocalSuperLink, write_flower_app  # noqa: E402
 from flclient.server._demo import (  # noqa: E402
     build_feature_module,
@@ -137,7 +138,8 @@ def central_baseline(data: list[Path], module: Path, cfg: dict[str, Any], epochs
     )
     backend = runtimes.create_backend("numpy")
     try:
-        backend.load(model, _init_params(spec_json, int(cfg["init-seed"])))  # the federation's initial model
+        initial = _init_params(model_spec_from_json(spec_json), int(cfg["init-seed"]))  # the federation's first model
+        backend.load(model, initial)
         train = runtimes.TrainingData(x=np.concatenate(train_x), y=np.concatenate(train_y))
         backend.fit(train, runtimes.TrainConfig(epochs=epochs, learning_rate=float(cfg["lr"]), seed=int(cfg["seed"])))
         ev = backend.evaluate(runtimes.TrainingData(x=np.concatenate(eval_x), y=np.concatenate(eval_y)))

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    ArtifactError,
     DeviceConfigError,
     FeatureError,
     FLClientError,
@@ -23,12 +24,17 @@ from ._errors import (
     PolicyError,
     PrivacyBudgetExhausted,
     PrivacyError,
+    PrivacyLedgerClosed,
     PrivacyLedgerError,
     ProtocolError,
+    ResourceClosedError,
     RoundAbandoned,
     RunConfigError,
+    SecAggError,
+    SignedArtifactError,
     StateStoreError,
     TaskDeclined,
+    TlsError,
     UpdateCodecError,
     UpdateError,
     UpdateInputError,
@@ -51,6 +57,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ArtifactError",
     "AsyncClient",
     "Client",
     "DeviceConfig",
@@ -70,13 +77,18 @@ __all__ = [
     "PolicyError",
     "PrivacyBudgetExhausted",
     "PrivacyError",
+    "PrivacyLedgerClosed",
     "PrivacyLedgerError",
     "ProtocolError",
+    "ResourceClosedError",
     "RoundAbandoned",
     "RunConfigError",
     "SandboxLimits",
+    "SecAggError",
+    "SignedArtifactError",
     "StateStoreError",
     "TaskDeclined",
+    "TlsError",
     "UpdateCodecError",
     "UpdateError",
     "UpdateInputError",

@@ -138,7 +138,7 @@ class TrainingSettings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Scaler:
     """A federated standardiser of a feature module's numeric columns: ``(v - mean) / std``, versioned."""
 

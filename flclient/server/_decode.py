@@ -1,6 +1,7 @@
 """Decoding a round's replies: device updates, metrics, and failures counted by reason.
 
-:func:`failure_reason` is the one place that reads why a device did not do its task from an error reply.
+:func:`failure_reason` is the one place that reads why a device did not do its task from an error reply (the
+protocol's :class:`~flclient.protocol.ErrorReply`).
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from .._errors import UpdateCodecError
-from ..protocol import Kind, Metric, Record
+from .._errors import ProtocolError, UpdateCodecError
+from ..protocol import ErrorReply, Metric, Record
 from ._aggregate import DeviceUpdate, apply_encoded_update
 from ._stats import FeatureStats
 
 __all__ = ["DecodedReplies", "decode_replies", "decode_stats", "device_class", "failure_reason"]
 
-_ERROR_KINDS = tuple(f"{kind}:" for kind in (Kind.DECLINED, Kind.REJECTED, Kind.FAILED))
-
 
 def failure_reason(reply: Message) -> str:
-    """The reason of an error reply: ``"declined: <reason>: <detail>"`` (also ``rejected:``/``failed:``) gives
-    ``<reason>``; any other error text its first 80 characters."""
-    reason = reply.error.reason or ""
-    return reason.split(":", 2)[1].strip() if reason.startswith(_ERROR_KINDS) else reason[:80]
+    """How a failed reply is counted: the device's error code, or Flower's own error (node unavailable, ...)."""
+    try:
+        return ErrorReply.from_reason(reply.error.reason or "").code
+    except ProtocolError:
+        return f"flower-error-{reply.error.code}"
 
 
 def device_class(reply: Message) -> str:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import RunConfigError, TaskDeclined
-from .._personal import personal_parameter_names
+from .._errors import RunConfigError
 from ..protocol import DP_MODES, UPDATE_CODECS
 from ._aggregate import AGGREGATIONS
 from ._optim import SERVER_OPTIMIZERS
+from ._plan import plan_from_config
 
 __all__ = ["DEFAULT_MODEL_SPEC", "RunConfig", "run_config_reference"]
 
@@ -39,6 +39,7 @@ DEFAULT_MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_en
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"\d+(\.\d+){0,2}")
 
 
 # -- converters: a raw run-config value -> the field's value, or ValueError(what is allowed) ----------------------
@@ -179,6 +180,19 @@ def _model_spec(raw: Any) -> str:
     return text
 
 
+def _text_list(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, (tuple, list)):
+        return tuple(_text(v) for v in raw)
+    return tuple(v.strip() for v in _text(raw).split(",") if v.strip())
+
+
+def _version(raw: Any) -> str:
+    text = _text(raw).strip()
+    if text and not _VERSION.fullmatch(text):
+        raise ValueError("not a version")
+    return text
+
+
 def _float_list(raw: Any) -> tuple[float, ...]:
     if isinstance(raw, (tuple, list)):
         return tuple(_number(v) for v in raw)
@@ -231,6 +245,7 @@ _AGGREGATION = _Section("Aggregation")
 _OPTIMIZER = _Section("Server optimiser")
 _PRIVACY = _Section("Update pipeline and differential privacy")
 _SECAGG = _Section("Secure aggregation")
+_REQUIRES = _Section("Device requirements (checked by each device before any work)")
 _EVALUATION = _Section("Evaluation")
 _HISTORY = _Section("Model history and metrics")
 _TRUST = _Section("Trusted artifacts")
@@ -350,7 +365,9 @@ class RunConfig:
     feature_module: str = field(
         default="",
         metadata=_FEATURES(
-            "feature-module", _Converter("text (`name@version`)", _text), "The pinned feature module; empty: none."
+            "feature-module",
+            _Converter("text (`name@version`)", _text),
+            "The pinned feature module (needs feature-module-sha256); empty: none.",
         ),
     )
     feature_module_sha256: str = field(
@@ -501,6 +518,48 @@ class RunConfig:
     secagg_bits: int = field(
         default=24, metadata=_SECAGG("secagg-bits", _int(2, 32), "Bits per coordinate of SecAgg's quantisation.")
     )
+    backend: tuple[str, ...] = field(
+        default=(),
+        metadata=_REQUIRES(
+            "backend",
+            _Converter("comma-separated backend names", _text_list),
+            "Backends a device must have installed (one of them runs the task); none: any.",
+            shown="none",
+        ),
+    )
+    min_runtime_version: str = field(
+        default="",
+        metadata=_REQUIRES(
+            "min-runtime-version",
+            _Converter("a version MAJOR[.MINOR[.PATCH]]", _version),
+            "Devices whose runtime is older decline the task (`runtime-version`).",
+            shown="none",
+        ),
+    )
+    max_runtime_major: int | None = field(
+        default=None,
+        metadata=_REQUIRES(
+            "max-runtime-major",
+            _optional(_int(0)),
+            "Devices whose runtime has a later major version decline the task.",
+            shown="none",
+        ),
+    )
+    model_format: str = field(
+        default="",
+        metadata=_REQUIRES(
+            "model-format",
+            _Converter("text (e.g. dense-v1)", _text),
+            "The model format a device must support.",
+            shown="none",
+        ),
+    )
+    feature_abi: int | None = field(
+        default=None,
+        metadata=_REQUIRES(
+            "feature-abi", _optional(_int(0)), "The feature-module ABI version a device must speak.", shown="none"
+        ),
+    )
     eval_every: int = field(
         default=0,
         metadata=_EVALUATION(
@@ -633,11 +692,7 @@ class RunConfig:
             raise RunConfigError(
                 "artifacts-keys", "artifacts-repo needs artifacts-keys (the checkpoints role key and the online key)"
             )
-        if self.personal_layers:
-            try:
-                personal_parameter_names({"model-spec": self.model_spec, "personal-layers": self.personal_layers})
-            except TaskDeclined as exc:
-                raise RunConfigError("personal-layers", exc.detail) from None
+        plan_from_config(self)  # what the protocol refuses (a model spec, a feature pin, ...) stops the run here too
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:

@@ -7,7 +7,8 @@ values and default (it is generated from that class).
 
 A run is a schedule of rounds (:func:`~flclient.server._plan.schedule`), and a training round is five stages:
 
-1. plan: the nodes available and the task (the global model, and :func:`~flclient.server._plan.task_config`);
+1. plan: the nodes available and the task (the global model, and the run's
+   :class:`~flclient.server._plan.TaskPlan` built once by :func:`~flclient.server._plan.plan_from_config`);
 2. send and collect: push the task to the selected nodes, collect replies until the round closes
    (:class:`~flclient.server._rounds.RoundCollector`: over-selection, a deadline, late replies counted);
 3. decode: replies into device updates, failures by reason and undecodable updates
@@ -29,11 +30,10 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from .._errors import RunConfigError, SecAggAborted
-from .._personal import personal_parameter_names
 from ..protocol import Record
 from ._aggregate import DeviceUpdate, aggregate
 from ._decode import DecodedReplies, decode_replies, decode_stats
@@ -41,7 +41,7 @@ from ._dp import CentralDP, central_dp_aggregate
 from ._exchange import send_and_receive
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
-from ._plan import PlannedRound, init_params, schedule, task_config
+from ._plan import PlannedRound, init_params, plan_from_config, schedule
 from ._record import MetricsLog, replies_record
 from ._rounds import RoundCollection, RoundCollector, RoundRules
 from ._runconfig import RunConfig
@@ -83,8 +83,8 @@ class _Federation:
         self.optimizer = ServerOptimizer.from_config(run)
         self.central_dp = CentralDP.from_config(run)
         self.collector = RoundCollector(grid, RoundRules.from_config(run), clock=clock, sleep=sleep)
-        self.personal = personal_parameter_names(task_config(run))  # checked when the run config was parsed
-        self.scaler: Scaler | None = None
+        self.plan = plan_from_config(run)  # the tasks' round-independent parts (checked when run was parsed)
+        self.personal = self.plan.personal
         self.dp_rates: list[float] = []  # the sampling rate of every noised round so far
         self._dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
         self._secagg_tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
@@ -97,7 +97,7 @@ class _Federation:
             # resume with the momentum/moments saved with that version (none: start them afresh)
             self.optimizer.load_state_dict(self.history.load_optimizer_state(self.version))
         else:
-            self.params = init_params(run.model_spec, run.init_seed)
+            self.params = init_params(self.plan.model, run.init_seed)
             self.version = self.history.commit(self.params, {"round": 0, "init": True})
         self.best: tuple[float, int] = (-1.0, self.version)  # (accuracy, version)
 
@@ -113,7 +113,7 @@ class _Federation:
             {"event": "start", "nodes": len(nodes), "version": self.version, "rounds": self.settings.rounds}
         )
         if self.settings.federated_scaler:
-            self.scaler = self.stats_round(nodes)
+            self.plan = self.plan.with_scaler(self.stats_round(nodes))
         for planned in schedule(self.settings):
             t0 = self._clock()
             if planned.evaluating:
@@ -130,7 +130,7 @@ class _Federation:
     def train_round(self, planned: PlannedRound) -> dict[str, Any]:
         """Plan, send and collect, decode, aggregate; returns the round's record."""
         nodes = sorted(self.grid.get_node_ids())
-        collected = self.send_and_collect(planned, self.plan(planned), nodes)
+        collected = self.send_and_collect(planned, self.task(planned), nodes)
         decoded = self.decode(planned, collected)
         record = self.record(planned, nodes, collected, decoded)
         if self.trust is not None:
@@ -152,7 +152,7 @@ class _Federation:
     def evaluate_round(self, planned: PlannedRound) -> dict[str, Any]:
         """Plan, send and collect, decode: the devices' held-out metrics of the current model, which stays."""
         nodes = sorted(self.grid.get_node_ids())
-        collected = self.send_and_collect(planned, self.plan(planned), nodes)
+        collected = self.send_and_collect(planned, self.task(planned), nodes)
         decoded = self.decode(planned, collected)
         record = self.record(planned, nodes, collected, decoded)
         record["final"] = planned.final
@@ -172,7 +172,7 @@ class _Federation:
             "nodes": len(nodes),
         }
         # The task's config as planned: with the model's signature and the run id when trust is on.
-        config = ConfigRecord(dict(self.plan(planned).config_records[Record.CONFIG]))
+        config = ConfigRecord(dict(self.task(planned).config_records[Record.CONFIG]))
         try:
             outcome = secagg_train_round(
                 self.grid,
@@ -204,7 +204,7 @@ class _Federation:
         """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
         t0 = self._clock()
         store = ScalerStore(self.settings.history_dir / "scalers")
-        content = RecordDict({Record.CONFIG: ConfigRecord(task_config(self.settings, query="feature-stats"))})
+        content = self.plan.stats_query()
         messages = [
             Message(content=content, dst_node_id=n, message_type=MessageType.QUERY, group_id="stats") for n in nodes
         ]
@@ -229,15 +229,11 @@ class _Federation:
         return scaler
 
     # -- the stages of a round -----------------------------------------------------------------------------------
-    def plan(self, planned: PlannedRound) -> RecordDict:
-        """The round's task: the global model and its config (signed and pinned when trust is on)."""
-        config = task_config(self.settings, server_round=planned.number, model_version=self.version, scaler=self.scaler)
-        content = RecordDict(
-            {
-                Record.ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in self.params.items()}),
-                Record.CONFIG: ConfigRecord(config),
-            }
-        )
+    def task(self, planned: PlannedRound) -> RecordDict:
+        """Plan the round's task: the global model and the plan's train or evaluate task (signed and pinned when
+        trust is on)."""
+        build = self.plan.evaluate if planned.evaluating else self.plan.train
+        content = build(self.params, server_round=planned.number, version=self.version)
         if self.trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
             self.trust.prepare(content, self.params, version=self.version, run_id=self.grid.run.run_id)
         return content

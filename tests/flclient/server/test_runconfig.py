@@ -17,7 +17,7 @@ from flclient.protocol import UPDATE_CODECS
 from flclient.server import AGGREGATIONS, SERVER_OPTIMIZERS, RunConfig, RunConfigError, run_config_reference
 from flclient.server._dp import CentralDP
 from flclient.server._optim import ServerOptimizer
-from flclient.server._plan import schedule, task_config
+from flclient.server._plan import init_params, plan_from_config, schedule
 from flclient.server._rounds import RoundRules
 from flclient.server._runconfig import DEFAULT_MODEL_SPEC
 
@@ -101,6 +101,7 @@ def test_values_arrive_as_strings_numbers_or_booleans() -> None:
         ({"model-spec": "{not json"}, "model-spec", "JSON object"),
         ({"model-spec": '{"layers": []}'}, "model-spec", "JSON object"),
         ({"feature-module": "m@1", "feature-module-sha256": "abc"}, "feature-module-sha256", "64 hex"),
+        ({"max-runtime-major": -1}, "max-runtime-major", "whole number >= 0"),
         ({"secagg-bits": 40}, "secagg-bits", "[2, 32]"),
         ({"history-dir": ""}, "history-dir", "not empty"),
         ({"trim-fraction": 0.5}, "trim-fraction", "[0, 0.5)"),
@@ -143,6 +144,10 @@ def test_unknown_keys_are_refused_with_a_suggestion() -> None:
         ),
         ({"federated-scaler": "true"}, "federated-scaler", "feature-module"),
         ({"feature-module-sha256": SHA}, "feature-module-sha256", "feature-module"),
+        ({"feature-module": "m@1.0.0"}, "feature-module", "sha256"),  # a pin without its hash pins nothing
+        ({"feature-module": "m", "feature-module-sha256": SHA}, "feature-module", "version"),
+        ({"model-spec": '{"layers": [[2, 1, "tanh-ish"]]}'}, "model-spec", "activation"),
+        ({"min-runtime-version": "1.x"}, "min-runtime-version", "version"),
         ({"model-via-tuf": True}, "model-via-tuf", "artifacts-repo"),
         ({"artifacts-repo": "repo"}, "artifacts-keys", "artifacts-keys"),
         ({"target": 2, "min-replies": 3}, "min-replies", "must not exceed target"),
@@ -164,8 +169,7 @@ def test_constructing_directly_converts_and_checks_the_same_way() -> None:
 
 
 def test_every_caller_in_the_repository_passes_a_valid_run_config(tmp_path: Path) -> None:
-    from flclient.gate._fleet import FleetConfig
-    from flclient.sim import LiveFleetConfig
+    from flclient.sim import FleetConfig, LiveFleetConfig
 
     base = {
         "num-server-rounds": 2,
@@ -202,21 +206,20 @@ def test_every_caller_in_the_repository_passes_a_valid_run_config(tmp_path: Path
     RunConfig.from_run_config(live.run_config(tmp_path))
 
 
-def test_the_task_config_carries_only_what_the_run_asks_for() -> None:
-    plain = task_config(RunConfig(), server_round=2, model_version=5)
-    assert plain == {
-        "model-spec": DEFAULT_MODEL_SPEC,
-        "lr": 0.1,
+def test_the_plan_carries_only_what_the_run_asks_for() -> None:
+    plain = plan_from_config(RunConfig()).train_task({}, server_round=2, version=5).to_records()["config"].values
+    assert {k: plain[k] for k in ("epochs", "batch-size", "lr", "seed", "eval-fraction")} == {
         "epochs": 1,
         "batch-size": 32,
+        "lr": 0.1,
         "seed": 0,
         "eval-fraction": 0.2,
-        "server-round": 2,
-        "model-version": 5,
     }
+    assert (plain["server-round"], plain["model-version"]) == (2, 5)
+    assert not {"proximal-mu", "feature-module", "update-codec", "clip-norm", "dp-mode"} & set(plain)
     run = RunConfig.from_run_config(
         {
-            "feature-module": "m@1",
+            "feature-module": "m@1.0.0",
             "feature-module-sha256": SHA,
             "feature-scale": "2,4",
             "proximal-mu": 0.01,
@@ -225,11 +228,12 @@ def test_the_task_config_carries_only_what_the_run_asks_for() -> None:
             "dp-noise-multiplier": 2,
         }
     )
-    config = task_config(run, query="feature-stats")
+    plan = plan_from_config(run)
+    config = plan.train_task(init_params(plan.model, 0), server_round=1, version=1).to_records()["config"].values
     assert config["feature-scale"] == [2.0, 4.0] and config["feature-module-sha256"] == SHA
     assert config["update-codec"] == "fp32" and config["dp-mode"] == "central"  # central DP: the devices clip
     assert (config["clip-norm"], config["dp-noise-multiplier"], config["proximal-mu"]) == (1.0, 2.0, 0.01)
-    assert config["query"] == "feature-stats" and "server-round" not in config and "topk-fraction" not in config
+    assert plan_from_config(RunConfig(backend="numpy, onnx")).requirements.required_backends == ("numpy", "onnx")  # type: ignore[arg-type]
 
 
 def test_the_schedule_interleaves_evaluation_rounds() -> None:
