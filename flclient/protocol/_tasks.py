@@ -73,7 +73,7 @@ class RoundInfo:
         run_id = 0
         if reader.has(Key.RUN_ID):
             text = reader.text(Key.RUN_ID, max_len=20)
-            if not text.isdigit() or int(text) >= 2**64:
+            if not (text.isascii() and text.isdigit()) or int(text) >= 2**64:  # isdigit() alone takes "²"
                 raise ProtocolError(Key.RUN_ID, f"config 'run-id' must be a decimal uint64 string, got {text!r}")
             run_id = int(text)
         return cls(
@@ -132,7 +132,7 @@ class TrainingSettings:
             lr=reader.number(Key.LR, 0.05, above=0.0),
             optimizer=reader.choice(Key.OPTIMIZER, OPTIMIZERS, default="sgd"),
             seed=reader.whole(Key.SEED, 0, minimum=0, maximum=2**63 - 1),
-            eval_fraction=reader.number(Key.EVAL_FRACTION, 0.2, minimum=0.0, maximum=0.999),
+            eval_fraction=reader.number(Key.EVAL_FRACTION, 0.2, minimum=0.0, maximum=math.nextafter(1.0, 0.0)),
             proximal_mu=reader.number(Key.PROXIMAL_MU, 0.0, minimum=0.0),
         )
         return cls(**values)  # type: ignore[arg-type]
@@ -186,9 +186,11 @@ class Scaler:
                 std=_floats(r, "std"),
                 count=r.whole("count", 0, minimum=0),
             )
+            r.finish()
+        except ProtocolError as exc:  # the key is the config's; the message names the field inside the JSON
+            raise ProtocolError(Key.SCALER, exc.detail) from exc
         except ValueError as exc:
             raise ProtocolError(Key.SCALER, f"scaler: {exc}") from exc
-        r.finish()
         return scaler
 
 
@@ -438,7 +440,9 @@ class QueryTask:
         if unknown:
             raise ProtocolError(unknown[0], f"a query task has unknown record(s) {unknown}")
         config = content.get(Record.CONFIG)
-        reader = ValueReader(config.values if isinstance(config, ConfigRecord) else {}, where="config")
+        if config is not None and not isinstance(config, ConfigRecord):
+            raise ProtocolError(Record.CONFIG, "a query task's 'config' must be a ConfigRecord")
+        reader = ValueReader(config.values if config is not None else {}, where="config")
         task = cls(
             query=reader.choice(Key.QUERY, QUERIES, default="count"),
             pins=ArtifactPins.read(reader),
