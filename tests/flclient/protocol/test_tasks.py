@@ -381,3 +381,86 @@ def test_arrays_travel_with_the_task_unchanged() -> None:
     assert decoded.arrays is not None and set(decoded.arrays) == set(arrays)
     for name, value in arrays.items():
         assert np.array_equal(decoded.arrays[name], value)
+
+
+# --- whatever a constructor accepts, decoding gives back ---------------------------------------------------------
+
+# Boundaries first: the int64 wire, 2^64 run ids, and ranges starting at 0 or 1.
+any_int = st.sampled_from([-1, 0, 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**400]) | st.integers()
+any_float = st.floats() | st.integers(-(2**65), 2**65)  # (a float field given 10**400 raises OverflowError)
+any_text = st.sampled_from(["", "a" * 64, "a" * 65, "a" * 299, "@", "a@b"]) | st.text(max_size=20)
+
+
+def _built(build: Any, **fields: Any) -> Any:
+    """``build(**fields)``, or None when its constructor refuses them (a ValueError naming the problem)."""
+    try:
+        return build(**fields)
+    except ValueError as exc:
+        assert str(exc)
+        return None
+
+
+@given(
+    st.fixed_dictionaries(
+        {"server_round": any_int, "model_version": any_int, "run_id": any_int},
+    ),
+    st.fixed_dictionaries(
+        {
+            "epochs": any_int,
+            "batch_size": any_int,
+            "lr": any_float,
+            "seed": any_int,
+            "eval_fraction": any_float,
+            "proximal_mu": any_float,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "scale": st.none() | st.lists(any_float, max_size=3).map(tuple),
+            "scaler_version": st.none() | any_int,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "version": any_int,
+            "module_sha256": any_text,
+            "mean": st.lists(any_float, min_size=1, max_size=1).map(tuple),
+            "std": st.lists(any_float, min_size=1, max_size=1).map(tuple),
+            "count": any_int,
+        }
+    ),
+    st.fixed_dictionaries({"name": any_text, "version": st.sampled_from(["1", "1.0.0", " 2.1"])}),
+    st.fixed_dictionaries(
+        {
+            "codec": st.none() | st.sampled_from(["int8", "topk"]),
+            "clip_norm": any_float,
+            "topk_fraction": any_float,
+            "dp_mode": st.sampled_from(["local", "central"]),
+            "noise_multiplier": any_float,
+            "secagg_bits": any_int,
+        }
+    ),
+)
+def test_every_value_a_constructor_accepts_round_trips(
+    round_: dict[str, Any],
+    settings: dict[str, Any],
+    features: dict[str, Any],
+    scaler: dict[str, Any],
+    pin: dict[str, Any],
+    update: dict[str, Any],
+) -> None:
+    from flclient.protocol import ArtifactPins, FeaturePin, FeatureSpec, RoundInfo, TrainingSettings, UpdateSpec
+
+    built_scaler = _built(Scaler, **scaler)
+    fields = dict(
+        model=MODEL,
+        round=_built(RoundInfo, **round_) or RoundInfo(),
+        settings=_built(TrainingSettings, **settings) or TrainingSettings(),
+        features=_built(FeatureSpec, **features, scaler=built_scaler) or FeatureSpec(),
+        pins=_built(lambda **kw: ArtifactPins(feature_module=FeaturePin(**kw, sha256="0" * 64)), **pin)
+        or ArtifactPins(),
+        update=_built(UpdateSpec, **update) or UpdateSpec(),
+    )
+    task = TrainTask(**fields)
+    assert_same(TrainTask.from_records(task.to_records()), task)
+    assert_same(TrainTask.from_records(through_wire(task.to_records())), task)
