@@ -84,8 +84,8 @@ class ReplyMetrics:
         out: dict[str, MetricValue] = {}
         for name, key in _METRIC_FIELDS.items():
             value = getattr(self, name)
-            if value is not None:
-                out[key] = value
+            if value is not None:  # a float metric given an int is sent as a float (as it is read back)
+                out[key] = value if name in _INT_METRICS else float(value)
         return MetricRecord(out)
 
     def to_dict(self) -> dict[str, Any]:

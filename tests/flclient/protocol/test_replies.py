@@ -462,3 +462,15 @@ def test_every_reply_a_constructor_accepts_round_trips(
     stats = _built(StatsReply, sum=np.zeros(1), sumsq=np.ones(1), count=count, metrics=ReplyMetrics())
     if stats is not None:
         assert StatsReply.from_records(through_wire(stats.to_records())).count == count
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="known gap, outside flclient.protocol: ReplyMetrics allows a NaN train-loss (no batch ran) but the "
+    "device's Fleet object codec (flclient/fleet/_objects.py _metric_value) refuses non-finite metrics",
+)
+def test_a_nan_train_loss_goes_over_the_wire() -> None:
+    reply = TrainReply(metrics=ReplyMetrics(num_examples=0, train_loss=math.nan), payload=b"")
+    back = TrainReply.from_records(through_wire(reply.to_records()))
+    assert back.metrics.train_loss is not None and math.isnan(back.metrics.train_loss)
