@@ -320,6 +320,9 @@ class StatsReply:
     def __post_init__(self) -> None:
         if np.shape(self.sum) != np.shape(self.sumsq) or np.ndim(self.sum) != 1:
             raise ValueError("stats 'sum' and 'sumsq' must be 1-d arrays of the same width")
+        for column in (self.sum, self.sumsq):  # a NaN or an infinity would poison the federated scaler built from them
+            if np.asarray(column).dtype.kind not in "biuf" or not np.isfinite(column).all():
+                raise ValueError("stats 'sum' and 'sumsq' must be finite real numbers")
         if not 0 <= self.count < 2**63:  # sent as an int64
             raise ValueError(f"stats 'count' must be in [0, 2^63), got {self.count}")
 

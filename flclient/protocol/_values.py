@@ -70,7 +70,10 @@ class ValueReader:
 
     def _get(self, key: str) -> Any:
         self._read.add(key)
-        return self._values.get(key)
+        value = self._values.get(key)
+        if value is None and key in self._values:  # a JSON null is not "absent": no field of ours is ever null
+            raise ProtocolError(key, f"{self.where} {key!r} must not be null")
+        return value
 
     def _bad(self, key: str, expected: str, value: Any) -> ProtocolError:
         return ProtocolError(key, f"{self.where} {key!r} must be {expected}, got {_show(value)}")

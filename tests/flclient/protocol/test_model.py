@@ -67,8 +67,8 @@ def _mutated(model: DenseModelSpec, **changes: Any) -> str:
 
 _DELETE = object()
 WRONG: dict[str, list[Any]] = {
-    "kind": [3, True, ["dense"], "cnn", "Dense"],
-    "loss": [3, True, ["mse"], "hinge"],
+    "kind": [3, True, ["dense"], "cnn", "Dense", None],
+    "loss": [3, True, ["mse"], "hinge", None],
     "layers": [
         _DELETE,
         None,

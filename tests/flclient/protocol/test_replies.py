@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from flclient import ProtocolError
@@ -211,9 +211,14 @@ def test_broken_stats_are_refused(reply: StatsReply, data: st.DataObject) -> Non
                 (Record.SUM, np.zeros(width + 1), Record.STATS),
                 (Record.SUMSQ, np.array(["x"] * width + ["y"]), Record.STATS),
                 (Record.SUM, np.zeros(()), Record.STATS),
+                (Record.SUM, np.full(width, np.nan), Record.STATS),
+                (Record.SUMSQ, np.full(width, np.inf), Record.STATS),
+                (Record.SUM, np.zeros(width, np.complex128), Record.STATS),
             ]
         )
     )
+    if name != Record.COUNT and wrong.shape == (width,) and wrong.dtype.kind == "f":
+        assume(width > 0)  # a NaN or infinity needs a column to sit in
     stats = ArrayRecord({**good, name: wrong})
     _refused(StatsReply, {**reply.to_records(), Record.STATS: stats}, key)
 
@@ -340,10 +345,13 @@ def test_an_unknown_update_array_is_refused(reply: TrainReply, name: str) -> Non
 # --- error replies ----------------------------------------------------------------------------------------------
 
 
+_DELETE = object()
+
+
 def _reason(err: ErrorReply, **changes: Any) -> str:
     raw = json.loads(err.to_reason())
     for k, v in changes.items():
-        if v is None:
+        if v is _DELETE:
             raw.pop(k, None)
         else:
             raw[k] = v
@@ -351,9 +359,9 @@ def _reason(err: ErrorReply, **changes: Any) -> str:
 
 
 WRONG_REASON: dict[str, list[Any]] = {
-    "kind": [3, True, ["declined"], "exploded", {}],
-    "code": [3, True, ["x"], "", "x" * 65, {}],
-    "detail": [3, True, ["x"], "x" * 8193, {}],
+    "kind": [3, True, ["declined"], "exploded", {}, None],
+    "code": [3, True, ["x"], "", "x" * 65, {}, None],
+    "detail": [3, True, ["x"], "x" * 8193, {}, None],
     "reasons": ["x", 3, [1], [["x"]], [True]],
 }
 
@@ -370,7 +378,7 @@ def test_a_broken_error_reason_is_refused_naming_the_field(err: ErrorReply, data
 @given(error_replies, st.sampled_from(["kind", "code"]))
 def test_an_error_reason_needs_its_kind_and_code(err: ErrorReply, key: str) -> None:
     with pytest.raises(ProtocolError) as info:
-        ErrorReply.from_reason(_reason(err, **{key: None}))
+        ErrorReply.from_reason(_reason(err, **{key: _DELETE}))
     assert info.value.key == key and names(info.value, key)
 
 

@@ -312,7 +312,7 @@ SCALER_WRONG: dict[str, list[Any]] = {
     "module-sha256": [1, ["a"], True, "a" * 65],
     "mean": ["1", 1, [True], ["1"], [[1.0]]],
     "std": ["1", 1, [True], [0.0], [-1.0]],
-    "count": ["1", True, 1.5, -1],
+    "count": ["1", True, 1.5, -1, None],
 }
 
 

@@ -270,3 +270,16 @@ def test_loads_json_raises_nothing_but_protocol_error(text: str) -> None:
         loads_json(text, where=KEY)
     except ProtocolError as exc:
         assert exc.key == KEY
+
+
+@given(st.sampled_from(["whole", "number", "text", "optional_text", "choice", "blob", "numbers", "texts", "wholes"]))
+def test_a_null_is_refused_not_read_as_absent(kind: str) -> None:
+    reader = ValueReader({KEY: None}, where="rec")
+    with pytest.raises(ProtocolError) as info:
+        if kind == "choice":
+            reader.choice(KEY, ("a",), default="a")
+        elif kind in ("whole", "number", "text"):
+            getattr(reader, kind)(KEY, {"whole": 1, "number": 1.0, "text": "d"}[kind])
+        else:
+            getattr(reader, kind)(KEY)
+    assert info.value.key == KEY and "null" in str(info.value)
