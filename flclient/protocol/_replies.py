@@ -342,6 +342,8 @@ class StatsReply:
         rec = content.get(Record.STATS)
         if not isinstance(rec, ArrayRecord) or set(rec.arrays) != {Record.SUM, Record.SUMSQ, Record.COUNT}:
             raise ProtocolError(Record.STATS, "the 'stats' record must hold exactly 'sum', 'sumsq' and 'count'")
+        if any(np.asarray(rec.arrays[k]).dtype.kind not in "biuf" for k in (Record.SUM, Record.SUMSQ)):
+            raise ProtocolError(Record.STATS, "stats 'sum' and 'sumsq' must be arrays of real numbers")
         count = np.asarray(rec.arrays[Record.COUNT])
         if count.dtype.kind not in "iu" or count.size != 1:
             raise ProtocolError(Record.COUNT, "stats 'count' must be one integer")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -258,13 +257,6 @@ def assert_same(decoded: object, original: object) -> None:
             assert same_arrays(mine, theirs), f.name
         elif dataclasses.is_dataclass(theirs):
             assert_same(mine, theirs)
-
-
-def nan_equal(a: float | None, b: float | None) -> bool:
-    """Equal, with NaN equal to NaN."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
-        return math.isnan(b)
-    return a == b
 
 
 def through_wire(content: RecordDict) -> RecordDict:
