@@ -8,7 +8,6 @@ with the kind (declined / rejected / failed), a machine-readable code and the de
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
@@ -51,7 +50,8 @@ _INT_METRICS = {"num_examples", "eval_examples", "model_version", "update_bytes"
 
 @dataclass(frozen=True, kw_only=True)
 class ReplyMetrics:
-    """A reply's ``"metrics"`` record (None: not reported). ``train_loss`` may be NaN (no batch ran)."""
+    """A reply's ``"metrics"`` record (None: not reported). Every value is finite: the Fleet object codec
+    refuses NaN and infinities, so a loss no batch produced is left out, not NaN."""
 
     num_examples: int = 0
     eval_examples: int | None = None
@@ -75,9 +75,8 @@ class ReplyMetrics:
                     raise ValueError(
                         f"metric {_METRIC_FIELDS[name]!r} must be a whole number in [0, 2^63), got {value!r}"
                     )
-            elif _finite(value) is None and not (isinstance(value, float) and math.isnan(value)):
-                # NaN is allowed (a loss with no batch run); an infinity is not, as from_record() refuses it
-                raise ValueError(f"metric {_METRIC_FIELDS[name]!r} must be a number or NaN, got {value!r}")
+            elif _finite(value) is None:
+                raise ValueError(f"metric {_METRIC_FIELDS[name]!r} must be a finite number, got {value!r}")
 
     def to_record(self) -> MetricRecord:
         """The ``"metrics"`` record."""
@@ -105,11 +104,7 @@ class ReplyMetrics:
             if name in _INT_METRICS:
                 values[name] = reader.whole(key, minimum=0)
             else:
-                raw = record.values[key]
-                if isinstance(raw, float) and math.isnan(raw):
-                    values[name] = raw  # a NaN loss is reported, not refused
-                else:
-                    values[name] = reader.number(key)
+                values[name] = reader.number(key)
         if Metric.NUM_EXAMPLES not in record.values:
             raise ProtocolError(Metric.NUM_EXAMPLES, "a reply's metrics lack 'num-examples'")
         reader.finish()
