@@ -252,6 +252,7 @@ def read_requirements(reader: ValueReader) -> TaskRequirements:
     """The task's stated requirements (checked with the compatibility matrix before any work)."""
     try:
         return TaskRequirements(
+            min_app_version=_version(reader, Key.MIN_APP_VERSION),
             min_runtime_version=_version(reader, Key.MIN_RUNTIME_VERSION),
             max_runtime_major=_optional_whole(reader, Key.MAX_RUNTIME_MAJOR, 0),
             model_format=reader.optional_text(Key.MODEL_FORMAT, max_len=64),
@@ -279,6 +280,8 @@ def _version(reader: ValueReader, key: str) -> str | None:
 def requirements_values(req: TaskRequirements) -> dict[str, ConfigValue]:
     """The task-config values of stated requirements."""
     out: dict[str, ConfigValue] = {}
+    if req.min_app_version is not None:
+        out[Key.MIN_APP_VERSION] = req.min_app_version
     if req.min_runtime_version is not None:
         out[Key.MIN_RUNTIME_VERSION] = req.min_runtime_version
     if req.max_runtime_major is not None:

@@ -114,6 +114,7 @@ pins = st.builds(ArtifactPins, feature_module=st.none() | feature_pins, model=st
 
 requirements = st.builds(
     TaskRequirements,
+    min_app_version=st.none() | versions,
     min_runtime_version=st.none() | versions,
     max_runtime_major=st.none() | st.integers(0, INT63),
     model_format=st.none() | texts,
