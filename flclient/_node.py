@@ -391,7 +391,7 @@ class FleetNode:
         self._store_reply(pulled, encoded, self._perf() - started)
         self.store.bump(f"{outcome}")
         self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": reason, "detail": error.detail})
-        self._telemetry_write(pulled, outcome=outcome, reason=reason)
+        self._telemetry_write(pulled, outcome=outcome, reason=reason, detail=error.detail)
         self._flush_replies()
 
     def _store_reply(self, pulled: PulledMessage, encoded: EncodedMessage, runtime_s: float) -> None:
