@@ -174,9 +174,8 @@ def _sha256(raw: Any) -> str:
 
 def _model_spec(raw: Any) -> str:
     text = _text(raw)
-    spec = json.loads(text)
-    if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
-        raise ValueError("no layers")
+    if not isinstance(json.loads(text), dict):  # what it describes is checked by the protocol (plan_from_config)
+        raise ValueError("not an object")
     return text
 
 
@@ -332,7 +331,7 @@ class RunConfig:
         default=DEFAULT_MODEL_SPEC,
         metadata=_TASK(
             "model-spec",
-            _Converter("a JSON object with a non-empty `layers` list", _model_spec),
+            _Converter("a JSON object (a model spec of flclient.protocol)", _model_spec),
             'The model: JSON `{"layers": [[n_in, n_out, activation], ...], "loss": ...}`.',
             shown="a linear 67 -> 10 model",
         ),

@@ -99,7 +99,7 @@ def test_values_arrive_as_strings_numbers_or_booleans() -> None:
         ({"feature-scale": "1,x"}, "feature-scale", "comma-separated"),
         ({"feature-scale": "1,inf"}, "feature-scale", "comma-separated"),
         ({"model-spec": "{not json"}, "model-spec", "JSON object"),
-        ({"model-spec": '{"layers": []}'}, "model-spec", "JSON object"),
+        ({"model-spec": "[1, 2]"}, "model-spec", "JSON object"),
         ({"feature-module": "m@1", "feature-module-sha256": "abc"}, "feature-module-sha256", "64 hex"),
         ({"max-runtime-major": -1}, "max-runtime-major", "whole number >= 0"),
         ({"secagg-bits": 40}, "secagg-bits", "[2, 32]"),
@@ -147,6 +147,7 @@ def test_unknown_keys_are_refused_with_a_suggestion() -> None:
         ({"feature-module": "m@1.0.0"}, "feature-module", "sha256"),  # a pin without its hash pins nothing
         ({"feature-module": "m", "feature-module-sha256": SHA}, "feature-module", "version"),
         ({"model-spec": '{"layers": [[2, 1, "tanh-ish"]]}'}, "model-spec", "activation"),
+        ({"model-spec": '{"layers": []}'}, "model-spec", "layers"),
         ({"min-runtime-version": "1.x"}, "min-runtime-version", "version"),
         ({"model-via-tuf": True}, "model-via-tuf", "artifacts-repo"),
         ({"artifacts-repo": "repo"}, "artifacts-keys", "artifacts-keys"),
