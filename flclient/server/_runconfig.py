@@ -522,7 +522,7 @@ class RunConfig:
         metadata=_REQUIRES(
             "backend",
             _Converter("comma-separated backend names", _text_list),
-            "Backends a device must have installed (one of them runs the task); none: any.",
+            "Backends a device must have installed (all of them); none: any device.",
             shown="none",
         ),
     )
