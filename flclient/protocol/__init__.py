@@ -18,8 +18,9 @@ Example::
 
 from ..gate._compat import TaskRequirements
 from ._model import ACTIVATIONS, LOSSES, DenseLayerSpec, DenseModelSpec, ModelSpec, model_spec_from_json
-from ._names import Code, Key, Kind, Metric, Record
+from ._names import AGGREGATIONS, SERVER_OPTIMIZERS, Code, Key, Kind, Metric, Record
 from ._pins import ArtifactPins, FeaturePin, ModelPin
+from ._plan import TaskPlan, plan_from_config
 from ._replies import (
     DeviceInfo,
     ErrorReply,
@@ -32,6 +33,7 @@ from ._replies import (
     TrainReply,
     UpdateSignature,
 )
+from ._runconfig import RunConfig, run_config_reference
 from ._tasks import (
     QUERIES,
     EvaluateTask,
@@ -50,9 +52,11 @@ from ._values import ValueReader, loads_json
 
 __all__ = [
     "ACTIVATIONS",
+    "AGGREGATIONS",
     "DP_MODES",
     "LOSSES",
     "QUERIES",
+    "SERVER_OPTIMIZERS",
     "UPDATE_CODECS",
     "ArtifactPins",
     "Code",
@@ -75,11 +79,13 @@ __all__ = [
     "Reply",
     "ReplyMetrics",
     "RoundInfo",
+    "RunConfig",
     "Scaler",
     "SecAggReply",
     "SecAggStage",
     "StatsReply",
     "Task",
+    "TaskPlan",
     "TaskRequirements",
     "TrainReply",
     "TrainTask",
@@ -90,4 +96,6 @@ __all__ = [
     "decode_task",
     "loads_json",
     "model_spec_from_json",
+    "plan_from_config",
+    "run_config_reference",
 ]

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["Code", "Key", "Kind", "Metric", "Record"]
+__all__ = ["AGGREGATIONS", "SERVER_OPTIMIZERS", "Code", "Key", "Kind", "Metric", "Record"]
+
+AGGREGATIONS: Final = ("fedavg", "mean", "median", "trimmed-mean")
+"""The server's aggregation rules (run config ``aggregation``)."""
+SERVER_OPTIMIZERS: Final = ("fedavg", "fedavgm", "fedadam")
+"""The server optimisers (run config ``server-optimizer``)."""
 
 
 class Record:

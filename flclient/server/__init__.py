@@ -5,11 +5,11 @@ the aggregation and model-history code here is numpy only.
 """
 
 from .._errors import RunConfigError
-from ._aggregate import AGGREGATIONS, AggregationResult, DeviceUpdate, aggregate
+from ..protocol import AGGREGATIONS, SERVER_OPTIMIZERS, RunConfig, run_config_reference
+from ._aggregate import AggregationResult, DeviceUpdate, aggregate
 from ._history import ModelHistory
 from ._local import LocalSuperLink, free_port, write_flower_app
-from ._optim import SERVER_OPTIMIZERS, ServerOptimizer
-from ._runconfig import RunConfig, run_config_reference
+from ._optim import ServerOptimizer
 
 __all__ = [
     "AGGREGATIONS",

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import UpdateCodecError
+from ..protocol import AGGREGATIONS
 from ..update import decode_update
 
 __all__ = ["AGGREGATIONS", "AggregationResult", "DeviceUpdate", "aggregate", "apply_encoded_update"]
 
-AGGREGATIONS = ("fedavg", "mean", "median", "trimmed-mean")
 
 Params = Mapping[str, np.ndarray]
 

@@ -21,7 +21,7 @@ import numpy as np
 from ._aggregate import AggregationResult, DeviceUpdate, screen_updates
 
 if TYPE_CHECKING:
-    from ._runconfig import RunConfig
+    from ..protocol import RunConfig
 
 __all__ = ["CentralDP", "central_dp_aggregate"]
 

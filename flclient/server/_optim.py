@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..protocol import SERVER_OPTIMIZERS
+
 if TYPE_CHECKING:
-    from ._runconfig import RunConfig
+    from ..protocol import RunConfig
 
 __all__ = ["SERVER_OPTIMIZERS", "ServerOptimizer"]
 
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 
 Params = Mapping[str, np.ndarray]
 

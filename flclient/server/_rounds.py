@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._runconfig import RunConfig
+    from ..protocol import RunConfig
 
 __all__ = ["RoundCollection", "RoundCollector", "RoundRules", "RoundsGrid"]
 

@@ -23,7 +23,7 @@ from ..secagg import SecAggCoordinator, SecAggParams, SecAggResult, choose_degre
 from ._exchange import send_and_receive
 
 if TYPE_CHECKING:
-    from ._runconfig import RunConfig
+    from ..protocol import RunConfig
 
 __all__ = ["SecAggRoundConfig", "SecAggRoundOutcome", "secagg_train_round"]
 

@@ -51,7 +51,7 @@ from ..artifacts._round import (
 )
 
 if TYPE_CHECKING:
-    from ._runconfig import RunConfig
+    from ..protocol import RunConfig
 
 __all__ = ["DeviceKeyPins", "ServerTrust"]
 

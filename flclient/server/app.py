@@ -8,7 +8,7 @@ values and default (it is generated from that class).
 A run is a schedule of rounds (:func:`~flclient.server._plan.schedule`), and a training round is five stages:
 
 1. plan: the nodes available and the task (the global model, and the run's
-   :class:`~flclient.server._plan.TaskPlan` built once by :func:`~flclient.server._plan.plan_from_config`);
+   :class:`~flclient.protocol.TaskPlan` built once by :func:`~flclient.protocol.plan_from_config`);
 2. send and collect: push the task to the selected nodes, collect replies until the round closes
    (:class:`~flclient.server._rounds.RoundCollector`: over-selection, a deadline, late replies counted);
 3. decode: replies into device updates, failures by reason and undecodable updates
@@ -34,7 +34,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from .._errors import RunConfigError, SecAggAborted
-from ..protocol import Record
+from ..protocol import Record, RunConfig
 from ._aggregate import DeviceUpdate, aggregate
 from ._decode import DecodedReplies, decode_replies, decode_stats
 from ._dp import CentralDP, central_dp_aggregate
@@ -43,8 +43,8 @@ from ._history import ModelHistory
 from ._optim import ServerOptimizer
 from ._plan import PlannedRound, init_params, plan_from_config, schedule
 from ._record import MetricsLog, replies_record
+from ._records import to_flwr
 from ._rounds import RoundCollection, RoundCollector, RoundRules
-from ._runconfig import RunConfig
 from ._stats import Scaler, ScalerStore, federated_scaler
 from ._trust import ServerTrust
 
@@ -204,7 +204,7 @@ class _Federation:
         """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
         t0 = self._clock()
         store = ScalerStore(self.settings.history_dir / "scalers")
-        content = self.plan.stats_query()
+        content = to_flwr(self.plan.stats_task().to_records())
         messages = [
             Message(content=content, dst_node_id=n, message_type=MessageType.QUERY, group_id="stats") for n in nodes
         ]
@@ -232,8 +232,8 @@ class _Federation:
     def task(self, planned: PlannedRound) -> RecordDict:
         """Plan the round's task: the global model and the plan's train or evaluate task (signed and pinned when
         trust is on)."""
-        build = self.plan.evaluate if planned.evaluating else self.plan.train
-        content = build(self.params, server_round=planned.number, version=self.version)
+        build = self.plan.evaluate_task if planned.evaluating else self.plan.train_task
+        content = to_flwr(build(self.params, server_round=planned.number, version=self.version).to_records())
         if self.trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
             self.trust.prepare(content, self.params, version=self.version, run_id=self.grid.run.run_id)
         return content

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from flclient import FLClientError
 from flclient.protocol import UPDATE_CODECS
+from flclient.protocol._runconfig import DEFAULT_MODEL_SPEC
 from flclient.server import AGGREGATIONS, SERVER_OPTIMIZERS, RunConfig, RunConfigError, run_config_reference
 from flclient.server._dp import CentralDP
 from flclient.server._optim import ServerOptimizer
 from flclient.server._plan import init_params, plan_from_config, schedule
 from flclient.server._rounds import RoundRules
-from flclient.server._runconfig import DEFAULT_MODEL_SPEC
 
 ROOT = Path(__file__).resolve().parents[3]
 SHA = "ab" * 32

@@ -26,10 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import RunConfigError
-from ..protocol import DP_MODES, UPDATE_CODECS
-from ._aggregate import AGGREGATIONS
-from ._optim import SERVER_OPTIMIZERS
-from ._plan import plan_from_config
+from ._names import AGGREGATIONS, SERVER_OPTIMIZERS
+from ._update import DP_MODES, UPDATE_CODECS
 
 __all__ = ["DEFAULT_MODEL_SPEC", "RunConfig", "run_config_reference"]
 
@@ -691,6 +689,8 @@ class RunConfig:
             raise RunConfigError(
                 "artifacts-keys", "artifacts-repo needs artifacts-keys (the checkpoints role key and the online key)"
             )
+        from ._plan import plan_from_config
+
         plan_from_config(self)  # what the protocol refuses (a model spec, a feature pin, ...) stops the run here too
 
     @classmethod
