@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol import RunConfig
 from ._local import LocalSuperLink, write_flower_app
 
 __all__ = ["make_partitions", "run_demo", "start_device", "write_device_config"]
@@ -31,7 +32,8 @@ MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
 """A linear model: the small one the end-to-end tests train."""
 DEMO_MODEL_SPEC = json.dumps({"layers": [[67, 64, "relu"], [64, 10, "none"]], "loss": "cross_entropy"})
 """The demo's model: one hidden layer, trained for a few epochs per round, closer to a real on-device round."""
-DEMO_TRAINING = {"model-spec": DEMO_MODEL_SPEC, "lr": 0.1, "epochs": 5, "batch-size": 16}
+DEMO_TRAINING = {"model_spec": DEMO_MODEL_SPEC, "lr": 0.1, "epochs": 5, "batch_size": 16}
+"""The demo's training settings (:class:`~flclient.protocol.RunConfig` fields)."""
 
 
 def make_partitions(n_devices: int, out_dir: Path, *, seed: int = 0, alpha: float = 0.5) -> list[Path]:
@@ -193,21 +195,21 @@ def run_demo(
         for i, path in enumerate(data):
             cfg = write_device_config(out / f"device{i}", superlink_url=link.url, data=path, modules=[module])
             procs.append(start_device(cfg))
-        run_config = {
-            "num-server-rounds": rounds,
-            "min-nodes": devices,
-            "node-wait-s": 60,
-            "round-timeout-s": 120,
-            "feature-module": pin,
-            "feature-module-sha256": sha,
-            "feature-scale": "23,1,10",
-            **DEMO_TRAINING,
-            "seed": seed,
-            "init-seed": seed,
-            "metrics-path": str(metrics_path),
-            "history-dir": str(out / "models"),
-        }
-        app_dir = write_flower_app(out / "app", run_config)
+        run_config = RunConfig(
+            rounds=rounds,
+            min_nodes=devices,
+            node_wait_s=60,
+            round_timeout_s=120,
+            feature_module=pin,
+            feature_module_sha256=sha,
+            feature_scale=(23.0, 1.0, 10.0),
+            **DEMO_TRAINING,  # type: ignore[arg-type]
+            seed=seed,
+            init_seed=seed,
+            metrics_path=metrics_path,
+            history_dir=out / "models",
+        )
+        app_dir = write_flower_app(out / "app", run_config.to_run_config())
         run_id = link.submit(app_dir)
         print(f"demo: run {run_id} submitted")
         seen = 0

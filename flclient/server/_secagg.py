@@ -1,8 +1,8 @@
 """SecAgg+ in a Flower ServerApp: drives :class:`flclient.secagg.SecAggCoordinator` through the Grid (imports flwr).
 
-One secure training round is four exchanges of ``train`` messages. Each carries a ConfigRecord ``"secagg"`` with
-the coordinator's ``"request"`` (bytes); the collect-stage message also carries the model (``"arrays"``) and the
-task ``"config"``. Devices answer with ``"secagg"`` / ``"reply"`` (see :class:`flclient.secagg.SecAggTaskHandler`).
+One secure training round is four exchanges of ``train`` messages, each a :class:`flclient.protocol.SecAggStage`:
+the coordinator's request bytes; the collect stage also carries the train task (model and config). Devices answer
+with a :class:`flclient.protocol.SecAggReply` (see :class:`flclient.secagg.SecAggTaskHandler`).
 The server only ever receives masked vectors; it returns ``old + mean(clipped deltas)``, plus central Gaussian
 noise when ``central_noise_std`` is set (central DP: devices clip, the server noises the sum).
 """
@@ -12,15 +12,18 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from .._errors import ProtocolError
+from ..protocol import Record, SecAggReply, TrainTask
 from ..secagg import SecAggCoordinator, SecAggParams, SecAggResult, choose_degree, flatten_update, unflatten_update
 from ._exchange import send_and_receive
+from ._records import from_flwr, to_flwr
 
 if TYPE_CHECKING:
     from ..protocol import RunConfig
@@ -83,7 +86,7 @@ def _exchange(
 ) -> dict[int, bytes]:
     msgs = []
     for index, request in requests.items():
-        content = RecordDict({"secagg": ConfigRecord({"request": request})})
+        content = RecordDict({Record.SECAGG: ConfigRecord({Record.SECAGG_REQUEST: request})})
         if extra is not None:
             for key, record in extra.items():
                 content[key] = record
@@ -92,14 +95,17 @@ def _exchange(
         )
     out: dict[int, bytes] = {}
     for reply in send_and_receive(grid, msgs, timeout=timeout):
-        if reply.has_error() or "secagg" not in reply.content.config_records:
+        if reply.has_error():
             continue
-        value = reply.content.config_records["secagg"].get("reply")
+        try:
+            value = SecAggReply.from_records(from_flwr(reply.content)).reply
+        except ProtocolError:
+            continue  # not a SecAgg answer: this node drops out of the round
         try:
             index = params.index_of(reply.metadata.src_node_id)
         except ValueError:
             continue
-        if isinstance(value, bytes) and index not in out:
+        if index not in out:
             out[index] = value
     return out
 
@@ -108,7 +114,7 @@ def secagg_train_round(
     grid: Grid,
     nodes: Sequence[int],
     parameters: Mapping[str, np.ndarray],
-    config: ConfigRecord,
+    task: TrainTask,
     cfg: SecAggRoundConfig,
     *,
     round_tag: str,
@@ -136,11 +142,7 @@ def secagg_train_round(
         prg=cfg.prg,  # type: ignore[arg-type]
     )
     coord = SecAggCoordinator(params)
-    from flwr.app import Array, ArrayRecord
-
-    model = RecordDict(
-        {"arrays": ArrayRecord({n: Array(np.ascontiguousarray(parameters[n])) for n in names}), "config": config}
-    )
+    model = to_flwr(replace(task, arrays={n: parameters[n] for n in names}).to_records())
     group = f"secagg-{round_tag}"
     replies = _exchange(grid, coord.setup(), params, None, group, cfg.timeout_s)
     replies = _exchange(grid, coord.share_keys(replies), params, None, group, cfg.timeout_s)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,17 +38,11 @@ from flwr.app import Message, RecordDict
 
 from .. import _signing
 from .._atomic import atomic_write_bytes
-from .._errors import ArtifactPublishError, RunConfigError, UpdateSignatureError
+from .._errors import ArtifactPublishError, ProtocolError, RunConfigError, UpdateSignatureError
 from ..artifacts import ArtifactRepository, UpdateContext, sign_checkpoint, signer_from_pem, verify_update
-from ..artifacts._round import (
-    MODEL_PIN,
-    MODEL_SHA256,
-    MODEL_SIGNATURE,
-    SIGNATURE_RECORD,
-    UPDATE_KEY,
-    UPDATE_SIGNATURE,
-    update_payload,
-)
+from ..artifacts._round import update_payload
+from ..protocol import EvaluateTask, ModelPin, TrainReply, TrainTask
+from ._records import from_flwr
 
 if TYPE_CHECKING:
     from ..protocol import RunConfig
@@ -119,7 +113,7 @@ class ServerTrust:
     pins: DeviceKeyPins | None = None
     verified: int = 0
     rejected: int = 0
-    _published: dict[int, tuple[str, str]] = field(default_factory=dict, init=False)
+    _published: dict[int, ModelPin] = field(default_factory=dict, init=False)
     _signatures: dict[int, bytes] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -164,24 +158,28 @@ class ServerTrust:
         )
 
     # -- the task ------------------------------------------------------------------------------------------------
-    def prepare(self, content: RecordDict, params: Mapping[str, np.ndarray], *, version: int, run_id: int) -> None:
-        """Add the model's signature / TUF pin and the run id to a task's ``"config"``; without arrays when the
-        model goes through TUF only. Each model version is signed and published once."""
-        config = content.config_records["config"]
-        config["run-id"] = str(run_id)  # uint64: a string, since ConfigRecord integers are sint64
+    def prepare(
+        self, task: TrainTask | EvaluateTask, params: Mapping[str, np.ndarray], *, version: int, run_id: int
+    ) -> TrainTask | EvaluateTask:
+        """The task with the model's signature / TUF pin and the run id; without arrays when the model goes
+        through TUF only. Each model version is signed and published once."""
+        task = replace(task, round=replace(task.round, run_id=run_id))
         if self.signing_key is not None:
             if version not in self._signatures:
                 self._signatures = {
                     version: sign_checkpoint(params, model_version=version, private_key=self.signing_key)
                 }
-            config[MODEL_SIGNATURE] = self._signatures[version]
+            task = replace(task, model_signature=self._signatures[version])
         if self.repository is not None:
             if version not in self._published:
                 info = self.repository.publish_checkpoint(params, name="global", model_version=version)
-                self._published[version] = (f"global@{version}", str(info.hashes["sha256"]))
-            config[MODEL_PIN], config[MODEL_SHA256] = self._published[version]
-            if self.model_via_tuf and "arrays" in content:
-                del content["arrays"]
+                self._published[version] = ModelPin(
+                    name="global", version=str(version), sha256=str(info.hashes["sha256"])
+                )
+            task = replace(task, pins=replace(task.pins, model=self._published[version]))
+            if self.model_via_tuf:
+                task = replace(task, arrays=None)
+        return task
 
     # -- the replies ---------------------------------------------------------------------------------------------
     def refuse(self, reply: Message, *, server_round: int, version: int, run_id: int) -> str | None:
@@ -196,27 +194,22 @@ class ServerTrust:
         self, content: RecordDict, *, node_id: int, server_round: int, version: int, run_id: int
     ) -> str | None:
         """:meth:`refuse` for a reply's content sent by ``node_id``."""
-        record = content.config_records.get(SIGNATURE_RECORD)
-        signature = record.get(UPDATE_SIGNATURE) if record is not None else None
-        public = record.get(UPDATE_KEY) if record is not None else None
-        if not isinstance(signature, bytes) or not isinstance(public, bytes):
+        try:
+            reply = TrainReply.from_records(from_flwr(content))
+        except (ProtocolError, ValueError) as exc:
+            self.rejected += 1
+            return f"not a train reply: {exc}"
+        if reply.signature is None:
             if self.require_signed_updates:
                 self.rejected += 1
                 return "unsigned update (require-signed-updates)"
             return None
-        src = node_id
         try:
-            if "update" in content.array_records and "payload" in content.array_records["update"]:
-                payload = update_payload(None, content.array_records["update"]["payload"].numpy().tobytes(), version)
-            elif "arrays" in content.array_records:
-                arrays = {k: a.numpy() for k, a in content.array_records["arrays"].items()}
-                payload = update_payload(arrays, None, version)
-            else:
-                raise UpdateSignatureError("the reply has a signature but no update")
+            payload = update_payload(reply.arrays, reply.payload, version)
             assert self.pins is not None
-            key = self.pins.key_for(src, public)
-            ctx = UpdateContext(run_id=run_id, server_round=server_round, node_id=src, model_version=version)
-            verify_update(payload, signature, context=ctx, trusted_keys=[key])
+            key = self.pins.key_for(node_id, reply.signature.public_key)
+            ctx = UpdateContext(run_id=run_id, server_round=server_round, node_id=node_id, model_version=version)
+            verify_update(payload, reply.signature.signature, context=ctx, trusted_keys=[key])
         except (UpdateSignatureError, ValueError) as exc:
             self.rejected += 1
             return f"bad update signature: {exc}"

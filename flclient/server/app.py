@@ -30,11 +30,11 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from .._errors import RunConfigError, SecAggAborted
-from ..protocol import Record, RunConfig
+from ..protocol import EvaluateTask, RunConfig, TrainTask
 from ._aggregate import DeviceUpdate, aggregate
 from ._decode import DecodedReplies, decode_replies, decode_stats
 from ._dp import CentralDP, central_dp_aggregate
@@ -130,7 +130,7 @@ class _Federation:
     def train_round(self, planned: PlannedRound) -> dict[str, Any]:
         """Plan, send and collect, decode, aggregate; returns the round's record."""
         nodes = sorted(self.grid.get_node_ids())
-        collected = self.send_and_collect(planned, self.task(planned), nodes)
+        collected = self.send_and_collect(planned, to_flwr(self.task(planned).to_records()), nodes)
         decoded = self.decode(planned, collected)
         record = self.record(planned, nodes, collected, decoded)
         if self.trust is not None:
@@ -152,7 +152,7 @@ class _Federation:
     def evaluate_round(self, planned: PlannedRound) -> dict[str, Any]:
         """Plan, send and collect, decode: the devices' held-out metrics of the current model, which stays."""
         nodes = sorted(self.grid.get_node_ids())
-        collected = self.send_and_collect(planned, self.task(planned), nodes)
+        collected = self.send_and_collect(planned, to_flwr(self.task(planned).to_records()), nodes)
         decoded = self.decode(planned, collected)
         record = self.record(planned, nodes, collected, decoded)
         record["final"] = planned.final
@@ -171,14 +171,15 @@ class _Federation:
             "version": self.version,
             "nodes": len(nodes),
         }
-        # The task's config as planned: with the model's signature and the run id when trust is on.
-        config = ConfigRecord(dict(self.task(planned).config_records[Record.CONFIG]))
+        # The task as planned: with the model's signature and the run id when trust is on.
+        task = self.task(planned)
+        assert isinstance(task, TrainTask)
         try:
             outcome = secagg_train_round(
                 self.grid,
                 nodes,
                 self.params,
-                config,
+                task,
                 SecAggRoundConfig.from_config(self.settings),
                 round_tag=f"{self._secagg_tag}/{planned.number}",
             )
@@ -229,14 +230,17 @@ class _Federation:
         return scaler
 
     # -- the stages of a round -----------------------------------------------------------------------------------
-    def task(self, planned: PlannedRound) -> RecordDict:
+    def task(self, planned: PlannedRound) -> TrainTask | EvaluateTask:
         """Plan the round's task: the global model and the plan's train or evaluate task (signed and pinned when
         trust is on)."""
-        build = self.plan.evaluate_task if planned.evaluating else self.plan.train_task
-        content = to_flwr(build(self.params, server_round=planned.number, version=self.version).to_records())
+        task: TrainTask | EvaluateTask
+        if planned.evaluating:
+            task = self.plan.evaluate_task(self.params, server_round=planned.number, version=self.version)
+        else:
+            task = self.plan.train_task(self.params, server_round=planned.number, version=self.version)
         if self.trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
-            self.trust.prepare(content, self.params, version=self.version, run_id=self.grid.run.run_id)
-        return content
+            task = self.trust.prepare(task, self.params, version=self.version, run_id=self.grid.run.run_id)
+        return task
 
     def send_and_collect(self, planned: PlannedRound, content: RecordDict, nodes: list[int]) -> RoundCollection:
         """Send the task to the nodes the round selects and collect their replies until the round closes."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._errors import GateError
 from ..gate import DeviceProfile, EligibilityPolicy
+from ..protocol import RunConfig
 from ._device import DeviceEvent, EventLog, SimClock, VirtualDevice
 from ._fleet import _FEATURES, FleetConfig, FleetReport, RoundReport, build_devices
 
@@ -64,23 +65,23 @@ class LiveFleetConfig:
         """The ServerApp's run config for this simulation."""
         f = self.fleet
         deadline_wall = f.deadline_s / self.time_scale if f.deadline_s is not None else self.timeout_s
-        return {
-            "num-server-rounds": f.rounds,
-            "min-nodes": self.min_nodes or min(f.goal, f.devices),
-            "node-wait-s": self.node_wait_s,
-            "round-timeout-s": deadline_wall,
-            "round-deadline-s": deadline_wall,
-            "target": f.goal,
-            "over-selection": f.over_selection,
-            "min-replies": max(1, math.ceil(f.min_fraction * f.goal - 1e-9)),
-            "round-poll-s": 0.2,
-            "eval-target": f.goal,
-            "seed": f.seed,
-            "init-seed": f.seed,
-            "model-spec": _MODEL_SPEC,
-            "metrics-path": str(out_dir / "metrics.jsonl"),
-            "history-dir": str(out_dir / "models"),
-        }
+        return RunConfig(
+            rounds=f.rounds,
+            min_nodes=self.min_nodes or min(f.goal, f.devices),
+            node_wait_s=self.node_wait_s,
+            round_timeout_s=deadline_wall,
+            round_deadline_s=deadline_wall,
+            target=f.goal,
+            over_selection=f.over_selection,
+            min_replies=max(1, math.ceil(f.min_fraction * f.goal - 1e-9)),
+            round_poll_s=0.2,
+            eval_target=f.goal,
+            seed=f.seed,
+            init_seed=f.seed,
+            model_spec=_MODEL_SPEC,
+            metrics_path=out_dir / "metrics.jsonl",
+            history_dir=out_dir / "models",
+        ).to_run_config()
 
 
 @dataclass(frozen=True)

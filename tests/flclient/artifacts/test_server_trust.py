@@ -11,11 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 pytest.importorskip("flwr", reason="the server plugin needs the [server] extra")
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from flclient import _signing
 from flclient.artifacts import UpdateContext, encode_checkpoint, sign_update, verify_checkpoint
+from flclient.protocol import DenseLayerSpec, DenseModelSpec, TrainTask
 from flclient.server import RunConfig
+from flclient.server._records import to_flwr
 from flclient.server._trust import DeviceKeyPins, ServerTrust, public_pem
 
 from .conftest import World
@@ -37,12 +39,20 @@ def _reply(
     arrays: dict[str, np.ndarray] = PARAMS,
     signed: bool = True,
 ) -> RecordDict:
-    content = RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+            "metrics": MetricRecord({"num-examples": 3}),
+        }
+    )
     if signed:
         ctx = UpdateContext(run_id=RUN, server_round=rnd, node_id=node, model_version=version)
         sig = sign_update(encode_checkpoint(PARAMS, model_version=version), context=ctx, private_key=key)
         content["signature"] = ConfigRecord({"update-signature": sig, "update-key": public_pem(key)})
     return content
+
+
+MODEL = DenseModelSpec(layers=(DenseLayerSpec(in_features=2, out_features=2),))
 
 
 def test_models_are_signed_and_published_once_per_version(world: World, tmp_path: Path) -> None:
@@ -54,10 +64,8 @@ def test_models_are_signed_and_published_once_per_version(world: World, tmp_path
     }
     trust = ServerTrust.from_config(RunConfig.from_run_config(cfg), history_dir=tmp_path / "models")
     assert trust is not None
-    content = RecordDict(
-        {"arrays": ArrayRecord({k: Array(v) for k, v in PARAMS.items()}), "config": ConfigRecord({"x": 1})}
-    )
-    trust.prepare(content, PARAMS, version=4, run_id=RUN)
+    task = TrainTask(model=MODEL, arrays=PARAMS)
+    content = to_flwr(trust.prepare(task, PARAMS, version=4, run_id=RUN).to_records())
     config = content.config_records["config"]
     assert "arrays" not in content  # the devices take the model from TUF
     assert config["run-id"] == str(RUN) and config["model-pin"] == "global@4"
@@ -70,8 +78,9 @@ def test_models_are_signed_and_published_once_per_version(world: World, tmp_path
 
         pin = ArtifactPin.parse("checkpoint", "global@4", sha256=str(config["model-sha256"]))
         np.testing.assert_array_equal(device.fetch_checkpoint(pin).arrays["w"], PARAMS["w"])
-    again = RecordDict({"config": ConfigRecord({})})
-    trust.prepare(again, PARAMS, version=4, run_id=RUN)  # the same version: no second publication
+    again = to_flwr(
+        trust.prepare(TrainTask(model=MODEL), PARAMS, version=4, run_id=RUN).to_records()
+    )  # no 2nd publication
     assert again.config_records["config"]["model-sha256"] == config["model-sha256"]
     assert ServerTrust.from_config(RunConfig.from_run_config({}), history_dir=tmp_path) is None
     with pytest.raises(ValueError, match="artifacts-keys"):

@@ -12,8 +12,11 @@ flwr_app = pytest.importorskip("flwr.app", reason="flwr is not installed (pip in
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from flclient.protocol import DenseLayerSpec, DenseModelSpec, TrainingSettings, TrainTask  # noqa: E402
 from flclient.secagg import InMemorySecAggStore, SecAggDevice, SecAggTaskHandler, flatten_update  # noqa: E402
 from flclient.server._secagg import SecAggRoundConfig, secagg_train_round  # noqa: E402
+
+SETTINGS = TrainingSettings(lr=0.1)
 
 
 class DeviceGrid:
@@ -66,7 +69,7 @@ def test_secagg_round_through_flower_records() -> None:
         grid,  # type: ignore[arg-type]
         list(grid.handlers),
         params,
-        flwr_app.ConfigRecord({"lr": 0.1}),
+        TrainTask(model=DenseModelSpec(layers=(DenseLayerSpec(in_features=3, out_features=4),)), settings=SETTINGS),
         SecAggRoundConfig(bits=24, clip=1.0, dropout=0.3),
         round_tag="run1/round1",
     )
