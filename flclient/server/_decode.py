@@ -14,11 +14,12 @@ import numpy as np
 from flwr.app import Message
 
 from .._errors import ProtocolError, UpdateCodecError
-from ..protocol import ErrorReply, Metric, Record
+from ..protocol import DeviceInfo, ErrorReply, EvaluateReply, QueryReply, StatsReply, TrainReply
 from ._aggregate import DeviceUpdate, apply_encoded_update
+from ._records import from_flwr
 from ._stats import FeatureStats
 
-__all__ = ["DecodedReplies", "decode_replies", "decode_stats", "device_class", "failure_reason"]
+__all__ = ["DecodedReplies", "decode_capabilities", "decode_replies", "decode_stats", "failure_reason"]
 
 
 def failure_reason(reply: Message) -> str:
@@ -27,13 +28,6 @@ def failure_reason(reply: Message) -> str:
         return ErrorReply.from_reason(reply.error.reason or "").code
     except ProtocolError:
         return f"flower-error-{reply.error.code}"
-
-
-def device_class(reply: Message) -> str:
-    """The device class a reply states in its ``"device"`` record (``"unknown"`` without one)."""
-    rec = reply.content.config_records.get(Record.DEVICE)
-    value = rec.get(Record.DEVICE_CLASS) if rec is not None else None
-    return value if isinstance(value, str) and value else "unknown"
 
 
 @dataclass
@@ -48,6 +42,7 @@ class DecodedReplies:
     failures: dict[str, int] = field(default_factory=dict)  # error replies by reason
     per_node: dict[int, int] = field(default_factory=dict)  # replies per node (more than one: duplicates)
     per_device: dict[str, float] = field(default_factory=dict)  # node -> held-out accuracy
+    devices: dict[int, DeviceInfo] = field(default_factory=dict)  # node -> what it declared it can run
 
     @property
     def duplicates(self) -> int:
@@ -75,32 +70,51 @@ def decode_replies(
             key = failure_reason(reply)
             out.failures[key] = out.failures.get(key, 0) + 1
             continue
-        m: dict[str, Any] = dict(reply.content.metric_records.get(Record.METRICS, {}))
-        n = int(m.get(Metric.NUM_EXAMPLES, 0))
-        out.metrics.append((max(int(m.get(Metric.EVAL_EXAMPLES, n)), 0), m))
-        out.classes.append(device_class(reply))
-        if Metric.EVAL_ACC in m:
-            out.per_device[str(src)] = float(m[Metric.EVAL_ACC])
-        if not training:
+        try:
+            typed = (TrainReply if training else EvaluateReply).from_records(from_flwr(reply.content))
+        except (ProtocolError, ValueError) as exc:
+            key = f"bad-reply: {exc.key}" if isinstance(exc, ProtocolError) else "bad-reply"
+            out.failures[key] = out.failures.get(key, 0) + 1
+            continue
+        m = typed.metrics.to_dict()
+        n = typed.metrics.num_examples
+        out.metrics.append((typed.metrics.eval_examples if typed.metrics.eval_examples is not None else n, m))
+        info = typed.device
+        out.classes.append(info.device_class if info is not None and info.device_class else "unknown")
+        if info is not None:
+            out.devices[src] = info
+        if typed.metrics.eval_acc is not None:
+            out.per_device[str(src)] = typed.metrics.eval_acc
+        if not isinstance(typed, TrainReply):
             continue
         if refuse is not None:
             refused = refuse(reply)
             if refused is not None:
                 out.undecodable[src] = refused
                 continue
-        if Record.ARRAYS in reply.content.array_records:
-            arrays = {k: a.numpy() for k, a in reply.content.array_records[Record.ARRAYS].items()}
-            out.updates.append(DeviceUpdate(src, arrays, n))
-        elif Record.UPDATE in reply.content.array_records:
-            payload = reply.content.array_records[Record.UPDATE].get(Record.PAYLOAD)
+        if typed.arrays is not None:
+            out.updates.append(DeviceUpdate(src, dict(typed.arrays), n))
+        elif typed.payload is not None:
             try:
-                if payload is None:
-                    raise UpdateCodecError("the 'update' record has no 'payload'")
-                raw = payload.numpy().tobytes()
-                out.update_bytes += len(raw)
-                out.updates.append(DeviceUpdate(src, apply_encoded_update(shared, raw), n))
+                out.update_bytes += len(typed.payload)
+                out.updates.append(DeviceUpdate(src, apply_encoded_update(shared, typed.payload), n))
             except (UpdateCodecError, ValueError) as exc:
                 out.undecodable[src] = f"undecodable update: {exc}"
+    return out
+
+
+def decode_capabilities(replies: Sequence[Message]) -> dict[int, DeviceInfo]:
+    """What each node declared in its answer to a ``capabilities`` query (nodes that failed it are left out)."""
+    out: dict[int, DeviceInfo] = {}
+    for reply in replies:
+        if reply.has_error():
+            continue
+        try:
+            typed = QueryReply.from_records(from_flwr(reply.content))
+        except (ProtocolError, ValueError):
+            continue
+        if typed.device is not None:
+            out[reply.metadata.src_node_id] = typed.device
     return out
 
 
@@ -109,14 +123,15 @@ def decode_stats(replies: Sequence[Message]) -> tuple[list[FeatureStats], dict[s
     stats: list[FeatureStats] = []
     failures: dict[str, int] = {}
     for reply in replies:
-        if reply.has_error() or Record.STATS not in reply.content.array_records:
-            key = failure_reason(reply) if reply.has_error() else "no stats record"
+        if reply.has_error():
+            key = failure_reason(reply)
             failures[key] = failures.get(key, 0) + 1
             continue
-        rec = reply.content.array_records[Record.STATS]
         try:
-            count = int(np.asarray(rec[Record.COUNT].numpy()).sum())
-            stats.append(FeatureStats(rec[Record.SUM].numpy(), rec[Record.SUMSQ].numpy(), count))
-        except (KeyError, ValueError) as exc:
-            failures[f"bad stats: {exc}"] = failures.get(f"bad stats: {exc}", 0) + 1
+            typed = StatsReply.from_records(from_flwr(reply.content))
+        except (ProtocolError, ValueError) as exc:
+            key = f"bad stats: {exc}"
+            failures[key] = failures.get(key, 0) + 1
+            continue
+        stats.append(FeatureStats(typed.sum, typed.sumsq, typed.count))
     return stats, failures

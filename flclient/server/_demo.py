@@ -32,7 +32,7 @@ MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
 """A linear model: the small one the end-to-end tests train."""
 DEMO_MODEL_SPEC = json.dumps({"layers": [[67, 64, "relu"], [64, 10, "none"]], "loss": "cross_entropy"})
 """The demo's model: one hidden layer, trained for a few epochs per round, closer to a real on-device round."""
-DEMO_TRAINING = {"model_spec": DEMO_MODEL_SPEC, "lr": 0.1, "epochs": 5, "batch_size": 16}
+DEMO_TRAINING = dict(model_spec=DEMO_MODEL_SPEC, lr=0.1, epochs=5, batch_size=16)
 """The demo's training settings (:class:`~flclient.protocol.RunConfig` fields)."""
 
 

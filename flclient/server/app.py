@@ -34,9 +34,9 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from .._errors import RunConfigError, SecAggAborted
-from ..protocol import EvaluateTask, RunConfig, TrainTask
+from ..protocol import DeviceInfo, EvaluateTask, QueryTask, RunConfig, TrainTask
 from ._aggregate import DeviceUpdate, aggregate
-from ._decode import DecodedReplies, decode_replies, decode_stats
+from ._decode import DecodedReplies, decode_capabilities, decode_replies, decode_stats
 from ._dp import CentralDP, central_dp_aggregate
 from ._exchange import send_and_receive
 from ._history import ModelHistory
@@ -85,6 +85,7 @@ class _Federation:
         self.collector = RoundCollector(grid, RoundRules.from_config(run), clock=clock, sleep=sleep)
         self.plan = plan_from_config(run)  # the tasks' round-independent parts (checked when run was parsed)
         self.personal = self.plan.personal
+        self.devices: dict[int, DeviceInfo] = {}  # what each node declared it can run, from its replies
         self.dp_rates: list[float] = []  # the sampling rate of every noised round so far
         self._dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
         self._secagg_tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
@@ -246,7 +247,7 @@ class _Federation:
         """Send the task to the nodes the round selects and collect their replies until the round closes."""
         training = not planned.evaluating
         kind = MessageType.TRAIN if training else MessageType.EVALUATE
-        asked = self.collector.select(nodes, training=training)
+        asked = self.collector.select(self.capable(nodes), training=training)
         messages = [Message(content=content, dst_node_id=n, message_type=kind, group_id=planned.group) for n in asked]
         return self.collector.collect(messages, training=training)
 
@@ -257,7 +258,27 @@ class _Federation:
             refuse = partial(
                 self.trust.refuse, server_round=planned.number, version=self.version, run_id=self.grid.run.run_id
             )
-        return decode_replies(collected.replies, training=not planned.evaluating, shared=self.shared, refuse=refuse)
+        decoded = decode_replies(collected.replies, training=not planned.evaluating, shared=self.shared, refuse=refuse)
+        self.devices.update(decoded.devices)
+        return decoded
+
+    def capable(self, nodes: list[int]) -> list[int]:
+        """The nodes whose declared backends can run the plan's model. When the model needs a backend besides the
+        always-installed numpy, nodes not heard from yet are asked first (a ``capabilities`` query)."""
+        needed = {*self.plan.requirements.required_backends, self.plan.model.backend}
+        if needed <= {"numpy"}:
+            return nodes
+        unknown = [n for n in nodes if n not in self.devices]
+        if unknown:
+            query = to_flwr(QueryTask(query="capabilities").to_records())
+            messages = [
+                Message(content=query, dst_node_id=n, message_type=MessageType.QUERY, group_id="capabilities")
+                for n in unknown
+            ]
+            self.devices.update(
+                decode_capabilities(send_and_receive(self.grid, messages, timeout=self.settings.round_timeout_s))
+            )
+        return [n for n in nodes if n in self.devices and needed <= set(self.devices[n].backends)]
 
     def aggregate(
         self,

@@ -317,7 +317,7 @@ class VirtualDevice:
         }
 
     def _device_info(self) -> DeviceInfo:
-        return DeviceInfo(device_class=self.device_class)
+        return DeviceInfo(device_class=self.device_class, backends=("numpy",))
 
     def _push(self, ins: pb.Metadata, content: dict[str, Any]) -> None:
         assert self.node_id is not None

@@ -42,6 +42,7 @@ class ExecutorGrid:
     def __init__(self, executors: dict[int, TaskExecutor]) -> None:
         self.executors = executors
         self.sent: list[tuple[str, str, dict[str, np.ndarray]]] = []  # (type, group, arrays) per message
+        self.sent_to: list[tuple[str, int, str]] = []  # (type, node, group) per message
         self.replies: list[tuple[str, int, dict[str, Any]]] = []  # (type, node, metrics)
         self.uploaded: list[tuple[str, int, str, bytes]] = []  # (type, node, array name, the bytes sent)
         self._pending: dict[str, Any] = {}  # pushed message id -> its reply
@@ -74,6 +75,7 @@ class ExecutorGrid:
             arrays = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
             content["arrays"] = ArrayRecord(arrays)
         self.sent.append((kind, msg.metadata.group_id, arrays))
+        self.sent_to.append((kind, nid, msg.metadata.group_id))
         try:
             reply = self.executors[nid].run(kind, content).content
         except TaskDeclined as exc:
