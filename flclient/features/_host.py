@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -557,6 +558,10 @@ class FeatureModule:
             inst.table_ptr = sandbox.guarded(lambda: inst.alloc(table.nbytes), rows=0) & 0xFFFFFFFF
             if inst.table_ptr == 0:
                 raise sandbox.fail(FeatureMemoryExhausted(name, "could not allocate the column table"))
+        blocks = [(f"column {c!r}", b.ptr, b.nbytes) for (c, _), b in zip(sizes, inst.buffers, strict=True)]
+        problem = _block_problem([*blocks, ("the column table", inst.table_ptr, table.nbytes)], inst.memory_size())
+        if problem:
+            raise sandbox.fail(FeatureSandboxError(name, f"flf1_alloc returned unusable blocks: {problem}"))
         inst.memory.write(inst.store, table.tobytes(), inst.table_ptr)
         self._refresh_view(inst)
 
@@ -583,6 +588,22 @@ class FeatureModule:
         ]
         sbuf = inst.buffers[-1]
         inst.status_view = view[sbuf.ptr : sbuf.ptr + sbuf.nbytes]
+
+
+def _block_problem(blocks: list[tuple[str, int, int]], memory_bytes: int) -> str | None:
+    """Why guest blocks ``(label, address, bytes)`` cannot be used (outside memory, overlapping), or None.
+
+    The guest's allocator is not trusted: a block past the end of memory would make the host read or write
+    outside it, and two overlapping blocks would let one column's data pass for another's.
+    """
+    for label, ptr, nbytes in blocks:
+        if ptr + nbytes > memory_bytes:
+            return f"{label} at {ptr:#x} ({nbytes} bytes) ends past the {memory_bytes} bytes of memory"
+    ordered = sorted(blocks, key=lambda b: b[1])
+    for (a, a_ptr, a_len), (b, b_ptr, _) in itertools.pairwise(ordered):
+        if a_ptr + a_len > b_ptr:
+            return f"{a} at {a_ptr:#x} ({a_len} bytes) overlaps {b} at {b_ptr:#x}"
+    return None
 
 
 _UINT_OF_WIDTH = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}

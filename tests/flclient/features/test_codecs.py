@@ -119,6 +119,51 @@ def test_manifest_parser_rejects_truncation(m: Manifest, cut: int) -> None:
         Manifest.from_bytes(data[:cut])
 
 
+@given(manifests(), st.data())
+def test_manifest_parser_raises_only_the_manifest_error_on_mutated_bytes(m: Manifest, data: st.DataObject) -> None:
+    raw = bytearray(m.to_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            raw[at] = data.draw(st.sampled_from(b'[]{}",:0e.-\\ \x00\xff'))
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+    try:
+        parsed = Manifest.from_bytes(bytes(raw))
+    except FeatureManifestError:
+        return
+    assert isinstance(parsed, Manifest)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(key=st.sampled_from(["abi_version", "name", "version", "description", "inputs", "outputs"]), value=_json_values)
+def test_manifest_parser_raises_only_the_manifest_error_on_any_json_value(key: str, value: Any) -> None:
+    obj = {**wat.manifest(), key: value}
+    if key in ("inputs", "outputs"):
+        obj[key] = [value] if not isinstance(value, list) else value
+    with contextlib.suppress(FeatureManifestError):
+        Manifest.from_bytes(json.dumps(obj).encode())
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (b"[" * 300_000 + b"]" * 300_000, "nested 300000 levels"),  # under the 1 MiB cap; was a RecursionError
+        (b'{"name": "a", "name": "b"}', "repeats the key"),
+        (b'{"abi_version": Infinity}', "Infinity"),
+    ],
+)
+def test_hostile_manifest_json_is_a_manifest_error(text: bytes, match: str) -> None:
+    with pytest.raises(FeatureManifestError, match=match):
+        Manifest.from_bytes(text)
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [

@@ -19,6 +19,8 @@ from flclient.features import (
     FeatureTrap,
     SandboxLimits,
 )
+from flclient.features._abi import MANIFEST_SECTION
+from flclient.features._wasm_binary import with_custom_section
 
 from . import wat
 
@@ -185,3 +187,54 @@ def test_start_function_that_loops_is_stopped_at_load() -> None:
 def test_module_that_needs_more_memory_than_the_limit() -> None:
     with pytest.raises(FeatureMemoryExhausted, match="memory limit of 1 MiB"):
         _load(wat.doubler(memory_pages=64), memory_mib=1)
+
+
+# The allocator is the module's: every block it hands back must lie inside memory and overlap no other. -------
+_FIRST = 65536  # the doubler's heap starts at page 1; x is the first block, y follows 3 rows * 8 bytes later
+
+
+@pytest.mark.parametrize(
+    ("call", "address", "match"),
+    [
+        (4, 0x7FFFFFF0, "the column table at 0x7ffffff0 .* ends past"),  # was an IndexError traceback
+        (4, _FIRST, "column 'x' .* overlaps the column table|the column table .* overlaps column 'x'"),
+        (2, _FIRST, "column 'x' at 0x10000 .* overlaps column 'y'|column 'y' .* overlaps column 'x'"),
+        (3, _FIRST + 24, "column 'y' .* overlaps column 'status'|column 'status' .* overlaps column 'y'"),
+        (1, 0x7FFFFFF0, "invalid address 0x7ffffff0"),
+    ],
+)
+def test_allocator_blocks_outside_memory_or_overlapping_are_refused(call: int, address: int, match: str) -> None:
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(wat.alloc_returns_on_call(call, address)))
+    with _load(module) as fm:
+        with pytest.raises(FeatureSandboxError, match=match):
+            fm.extract(X)
+        with pytest.raises(FeatureSandboxError, match=match):  # the rebuilt instance is refused the same way
+            fm.extract(X)
+    _assert_healthy()
+
+
+def test_an_allocator_that_hands_out_one_block_for_everything_is_refused() -> None:
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(f"(return (i32.const {_FIRST}))"))
+    with _load(module) as fm, pytest.raises(FeatureSandboxError, match="overlaps"):
+        fm.extract(X)
+
+
+def test_a_well_behaved_hostile_alloc_wrapper_still_works() -> None:
+    """The wrapper itself is sound: with a rule that never fires the module runs (so the tests above can fail)."""
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(wat.alloc_returns_on_call(99, 0)))
+    with _load(module) as fm:
+        assert fm.extract(X)["y"].tolist() == [2.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("where", ["embedded", "code"])
+def test_a_deeply_nested_manifest_is_a_manifest_error(where: str) -> None:
+    depth = 50_000  # 100 kB, well under the 1 MiB cap, and far past json's recursion limit
+    text = b'{"abi_version": 1, "name": "doubler", "version": "1.0.0", "inputs": ' + b"[" * depth + b"]" * depth
+    text += b', "outputs": []}'
+    if where == "embedded":
+        data = with_custom_section(wat.build(wat.doubler_wat(), embed=False), MANIFEST_SECTION, text)
+    else:  # the embedded manifest is fine; the one the code declares is the hostile one
+        data = wat.build(wat.doubler_wat(code_manifest=text, memory_pages=4), wat.manifest())
+    with pytest.raises(FeatureManifestError, match=f"nested {depth + 1} levels"):
+        _load(data)
+    _assert_healthy()
