@@ -354,8 +354,8 @@ class _Reader:
     def _array_meta(self, oid: str, children: list[str], body: bytes) -> tuple[str, list[int], list[str]]:
         """The declared dtype, shape and chunk ids (in data order) of an Array object, each checked."""
         meta = self._json(oid, "Array", body, max_depth=2)
-        if not isinstance(meta, dict) or set(meta) != {"dtype", "shape", "stype", "arraychunk_ids"}:
-            raise ObjectIntegrityError(f"Array {oid[:12]} body must hold exactly dtype, shape, stype, arraychunk_ids")
+        if not isinstance(meta, dict) or not {"dtype", "shape", "stype", "arraychunk_ids"} <= set(meta):
+            raise ObjectIntegrityError(f"Array {oid[:12]} body must hold dtype, shape, stype and arraychunk_ids")
         dtype, shape, stype, idx = meta["dtype"], meta["shape"], meta["stype"], meta["arraychunk_ids"]
         if stype != _NUMPY_STYPE:
             raise ObjectIntegrityError(f"Array {oid[:12]} has serialization type {stype!r}, not {_NUMPY_STYPE}")
@@ -389,6 +389,8 @@ class _Reader:
             kind = item.value.WhichOneof("value")
             if kind is None:
                 raise ObjectIntegrityError(f"{what} {item.key!r} has no value")
+            if item.key in out:
+                raise ObjectIntegrityError(f"{type_name} {oid[:12]} names {what} {item.key!r} twice")
             value = getattr(item.value, kind)
             out[item.key] = list(value.vals) if kind.endswith("_list") else value
         return out

@@ -11,6 +11,7 @@ import io
 import json
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -209,4 +210,17 @@ def test_arbitrary_bytes_as_record_or_array_bodies_raise_only_the_package_error(
     else:
         mid = tree.array_message([([chunk], _meta(dtype="int32", shape=(4,)))])
     with contextlib.suppress(ObjectIntegrityError):
+        decode_content(mid, tree.objects)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "message"), [("ConfigRecord", pb.ConfigRecord), ("MetricRecord", pb.MetricRecord)]
+)
+def test_repeated_config_or_metric_keys_are_refused(type_name: str, message: Any) -> None:
+    value = pb.ConfigRecordValue(sint64=1) if type_name == "ConfigRecord" else pb.MetricRecordValue(sint64=1)
+    body = message(items=[message.Item(key="lr", value=value), message.Item(key="lr", value=value)])
+    tree = _Tree()
+    rec = tree.add(type_name, [], body.SerializeToString())
+    mid = tree.message(lambda r: json.dumps({"c": r}).encode(), [rec])
+    with pytest.raises(ObjectIntegrityError, match="'lr' twice"):
         decode_content(mid, tree.objects)

@@ -45,7 +45,7 @@ def _wire(manifest: bytes | dict[str, Any], payloads: list[bytes]) -> bytes:
 
 
 def _manifest_span(wire: bytes) -> int:
-    return _HEAD.size + _HEAD.unpack(wire[: _HEAD.size])[2]
+    return _HEAD.size + int(_HEAD.unpack(wire[: _HEAD.size])[2])
 
 
 def _fp32(values: list[float]) -> bytes:
