@@ -200,3 +200,24 @@ def test_arbitrary_manifests_with_a_valid_crc_raise_only_the_codec_error(layers:
     except UpdateCodecError:
         return
     assert sum(v.size for v in out.values()) <= 10**4
+
+
+_shapes = st.lists(st.integers(0, 30), max_size=3) | st.sampled_from([[6, 4], [4], [24], [4, 6]])
+
+
+@given(
+    entries=st.lists(st.tuples(st.sampled_from(["w", "b", "v"]), _shapes), max_size=3),
+    sizes=st.lists(st.integers(0, 40), max_size=3),
+    codec=_codecs,
+)
+def test_the_server_path_raises_only_the_codec_error(
+    entries: list[tuple[str, list[int]]], sizes: list[int], codec: Any
+) -> None:
+    rng = np.random.default_rng(1)
+    payloads = [codec.encode(rng.standard_normal(size).astype(np.float32), rng=rng) for size in sizes]
+    wire = _wire({"layers": [[name, shape] for name, shape in entries]}, payloads)
+    try:
+        out = apply_encoded_update(BASE, wire)
+    except UpdateCodecError:
+        return
+    assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in BASE.items()}
