@@ -21,14 +21,24 @@ __all__ = ["loads_untrusted", "nesting_depth"]
 # One string literal, possessive so that it never backtracks; an unterminated one runs to the end. Every match
 # starts where the previous ended, so substituting them is linear in the input.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_BLOCK = 1 << 20
 
 
 def nesting_depth(data: bytes) -> int:
     """The deepest nesting of ``[``/``{`` in ``data`` (brackets inside string literals do not count)."""
     bare = np.frombuffer(_STRING.sub(b'""', data), np.uint8)
-    step = (bare == ord("[")).astype(np.int32) + (bare == ord("{"))
-    step -= (bare == ord("]")).astype(np.int32) + (bare == ord("}"))
-    return int(np.cumsum(step, dtype=np.int64).max(initial=0))
+    deepest, level = 0, 0
+    for start in range(0, len(bare), _BLOCK):  # in blocks, so the running sum stays a few MiB
+        block = bare[start : start + _BLOCK]
+        step = (block == ord("[")).astype(np.int32)
+        step += block == ord("{")
+        step -= block == ord("]")
+        step -= block == ord("}")
+        running = np.cumsum(step, out=step)
+        running += level
+        deepest = max(deepest, int(running.max()))
+        level = int(running[-1])
+    return deepest
 
 
 def _no_constants(name: str) -> Any:
