@@ -7,10 +7,10 @@ server plugin needs nothing from the device's task executor.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from ._errors import TaskDeclined
+from ._json import loads_untrusted
 
 __all__ = ["personal_parameter_names"]
 
@@ -28,7 +28,7 @@ def personal_parameter_names(config: Mapping[str, object]) -> frozenset[str]:
         return frozenset()
     raw = config.get("model-spec")
     try:
-        n_layers = len(json.loads(raw)["layers"]) if isinstance(raw, str) else 0
+        n_layers = len(loads_untrusted(raw, max_depth=16)["layers"]) if isinstance(raw, str) else 0
     except (ValueError, KeyError, TypeError):
         n_layers = 0
     if k != int(k) or not 0 < k < n_layers:
