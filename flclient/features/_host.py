@@ -66,6 +66,7 @@ __all__ = ["FeatureModule", "SandboxLimits", "declared_manifest"]
 
 _PAGE = 65536
 _MAX_ROW_STATUS = max(RowStatus)
+_MAX_FUEL = (1 << 64) - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,9 +248,13 @@ class _Sandbox:
         self.instance = None
         return error
 
+    def _fuel(self, rows: int) -> int:
+        """The fuel for a call over ``rows`` rows; wasmtime takes a u64 and silently wraps larger values."""
+        return min(self.limits.fuel_base + (self.limits.fuel_per_row or 0) * rows, _MAX_FUEL)
+
     def _arm(self, store: wasmtime.Store, rows: int) -> None:
         if self.limits.fuel_per_row is not None:
-            store.set_fuel(self.limits.fuel_base + self.limits.fuel_per_row * rows)
+            store.set_fuel(self._fuel(rows))
         if self._watchdog is not None:
             store.set_epoch_deadline(self._epoch_ticks)
 
@@ -284,8 +289,7 @@ class _Sandbox:
         name = self.name
         code = exc.trap_code
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            budget = self.limits.fuel_base + (self.limits.fuel_per_row or 0) * rows
-            return FeatureOutOfFuel(name, f"ran out of fuel ({budget} for {rows} rows); it may loop forever")
+            return FeatureOutOfFuel(name, f"ran out of fuel ({self._fuel(rows)} for {rows} rows); it may loop forever")
         if code == wasmtime.TrapCode.INTERRUPT:
             return FeatureTimeout(name, f"ran past its deadline of {self.limits.timeout_ms} ms")
         if memory is not None and memory_size(store, memory) + _PAGE > self.limits.memory_mib << 20:

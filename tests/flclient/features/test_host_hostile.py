@@ -238,3 +238,9 @@ def test_a_deeply_nested_manifest_is_a_manifest_error(where: str) -> None:
     with pytest.raises(FeatureManifestError, match=f"nested {depth + 1} levels"):
         _load(data)
     _assert_healthy()
+
+
+def test_fuel_beyond_u64_is_capped_not_wrapped() -> None:
+    # 4 rows * 2^62 + 100 wraps to 100 in wasmtime's u64, which starves a good module; capped, it runs.
+    with _load(wat.doubler(), fuel_per_row=1 << 62, fuel_base=100) as fm:
+        assert fm.extract({"x": np.arange(4.0)})["y"].tolist() == [0.0, 2.0, 4.0, 6.0]
