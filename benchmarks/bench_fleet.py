@@ -41,9 +41,8 @@ from flclient.gate import (  # noqa: E402
     list_profiles,
     load_profile,
 )
-from flclient.gate._fleet import FleetConfig, parse_mix, simulate_fleet  # noqa: E402
 from flclient.server import LocalSuperLink  # noqa: E402
-from flclient.sim import LiveFleetConfig, run_live_fleet  # noqa: E402
+from flclient.sim import FleetConfig, LiveFleetConfig, parse_mix, run_live_fleet, simulate_fleet  # noqa: E402
 from tests.flclient.gate.fakefs import FakeDevice  # noqa: E402
 
 
@@ -109,7 +108,7 @@ def _superlink_rps(link: LocalSuperLink, nodes: int = 16, seconds: float = 5.0) 
     rps = count[0] / (time.perf_counter() - t)
     for c, nid in clients:
         c.deactivate(nid)
-        c.transport.close()
+        c.close()  # and its transport
     return rps
 
 

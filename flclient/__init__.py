@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
+    ArtifactError,
     DeviceConfigError,
     FeatureError,
     FLClientError,
@@ -23,10 +24,16 @@ from ._errors import (
     PolicyError,
     PrivacyBudgetExhausted,
     PrivacyError,
+    PrivacyLedgerClosed,
     PrivacyLedgerError,
+    ProtocolError,
+    ResourceClosedError,
     RoundAbandoned,
+    SecAggError,
+    SignedArtifactError,
     StateStoreError,
     TaskDeclined,
+    TlsError,
     UpdateCodecError,
     UpdateError,
     UpdateInputError,
@@ -49,6 +56,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ArtifactError",
     "AsyncClient",
     "Client",
     "DeviceConfig",
@@ -68,11 +76,17 @@ __all__ = [
     "PolicyError",
     "PrivacyBudgetExhausted",
     "PrivacyError",
+    "PrivacyLedgerClosed",
     "PrivacyLedgerError",
+    "ProtocolError",
+    "ResourceClosedError",
     "RoundAbandoned",
     "SandboxLimits",
+    "SecAggError",
+    "SignedArtifactError",
     "StateStoreError",
     "TaskDeclined",
+    "TlsError",
     "UpdateCodecError",
     "UpdateError",
     "UpdateInputError",

@@ -14,6 +14,7 @@ from ._errors import FLClientError
 from .features import FeatureModule, SandboxLimits
 from .features._columns_io import ColumnFileError, read_columns, write_columns
 from .gate._cli import add_gate_commands
+from .sim._cli import add_sim_commands
 
 __all__ = ["main"]
 
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trusted-key", action="append", help="Ed25519 public key (PEM); requires MODULE.sig")
     r.set_defaults(func=_cmd_features_run)
     add_gate_commands(sub)
+    add_sim_commands(sub)
     add_node_commands(sub)
     return p
 

@@ -25,13 +25,15 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._concerns import NodeBinding
 from ._config import DeviceConfig
+from ._lifetime import Resource
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
 from ._task import DataSource, NpzDataSource, TaskExecutor
 from .fleet._client import FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
-from .gate import DeviceSignals, ParticipationGate, SignalSource, SystemClock
+from .gate import DeviceCapabilities, DeviceSignals, ParticipationGate, SignalSource, SystemClock
 from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
 from .update import PrivacyLedger, SqliteResidualStore, secure_generator
 
@@ -52,12 +54,14 @@ def json_logger(stream: Any = None, *, clock: Callable[[], float] = time.time, *
     return log
 
 
-class Client:
+class Client(Resource):
     """A device node: its state store, Fleet client and task executor, from one :class:`DeviceConfig`.
 
     ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
     configured ``.npz`` data source; ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
-    signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``). ``close()`` is idempotent.
+    signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``); ``capabilities`` what the device
+    declares it can run (default: :func:`flclient._task.device_capabilities`, from this installation; tasks whose
+    requirements it does not meet are declined before any work). ``close()`` is idempotent.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Client:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         signals: SignalSource | None = None,
+        capabilities: DeviceCapabilities | None = None,
     ) -> None:
         self.config = config
         self._log = log or json_logger()
@@ -97,6 +102,7 @@ class Client:
             if config.privacy_budget is not None
             else None
         )
+        self._node = NodeBinding()
         gate = None
         if config.gate_policy is not None:
             gate = ParticipationGate(
@@ -114,6 +120,9 @@ class Client:
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
             trust=_round_trust(config),
+            secagg=self._secagg_handler,
+            capabilities=capabilities,
+            node=self._node,
         )
         self.node = FleetNode(
             fleet=self.fleet,
@@ -128,26 +137,23 @@ class Client:
             log=self._log,
             telemetry=TelemetryLog(config.telemetry_path),
             wall=clock,
-            on_connect=self._bind_secagg,
+            on_connect=self._connected,
             on_pushed=self._pushed,
         )
-        self._closed = False
 
-    def _bind_secagg(self, node_id: int) -> None:
-        """SecAgg needs the node id SuperLink gave this device: (re)build the handler once it is known.
+    def _connected(self, node_id: int) -> None:
+        """SecAgg and update signatures name the node id SuperLink gave this device: record it for them."""
+        self._node.node_id = node_id
 
-        Update signatures name the node too (:class:`~flclient.artifacts.RoundTrust`)."""
-        if self.executor.trust is not None:
-            self.executor.trust.node_id = node_id
-        current = self.executor.secagg
-        if current is None or current.device.node_id != node_id:
-            device = SecAggDevice(
-                node_id=node_id,
-                identity=self._secagg_store.identity(),
-                store=self._secagg_store,
-                rng=secure_generator(),
-            )
-            self.executor.secagg = SecAggTaskHandler(device=device)
+    def _secagg_handler(self, node_id: int) -> SecAggTaskHandler:
+        """This node's SecAgg+ device (made when a SecAgg stage first reaches a node id)."""
+        device = SecAggDevice(
+            node_id=node_id,
+            identity=self._secagg_store.identity(),
+            store=self._secagg_store,
+            rng=secure_generator(),
+        )
+        return SecAggTaskHandler(device=device)
 
     def _pushed(self, reply_to: str) -> None:
         """A reply reached SuperLink: its DP participation (if any) is now uploaded in the ledger."""
@@ -156,10 +162,12 @@ class Client:
 
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
+        self._check_open()
         return self.node.poll_once()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Take part in rounds until ``stop`` is set, then linger for the last reply and deactivate."""
+        self._check_open()
         stop = stop or threading.Event()
         self.node.run(stop.wait)
         self.shutdown()
@@ -172,27 +180,17 @@ class Client:
         except Exception as exc:
             self._log({"event": "shutdown-error", "error": type(exc).__name__, "reason": str(exc)})
 
-    def close(self) -> None:
-        """Release the transport, the feature modules and the state store."""
-        if not self._closed:
-            self._closed = True
-            self.executor.close()
-            if self.executor.trust is not None:
-                self.executor.trust.close()
-            self._transport.close()
-            self._secagg_store.close()
-            self._residuals.close()
-            if self.ledger is not None:
-                self.ledger.close()
-            self.store.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        """Release the feature modules, the artifacts client, the Fleet client (and its transport) and the stores."""
+        self.executor.close()
+        if self.executor.trust is not None:
+            self.executor.trust.close()
+        self.fleet.close()
+        self._secagg_store.close()
+        self._residuals.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        self.store.close()
 
 
 def _round_trust(config: DeviceConfig) -> RoundTrust | None:

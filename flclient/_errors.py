@@ -24,6 +24,7 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     │   └── PrivacyError                  the device's privacy accounting refuses or cannot proceed
     │       ├── PrivacyBudgetExhausted    this round would exceed the configured (epsilon, delta) budget
     │       └── PrivacyLedgerError        the ledger database cannot be opened, read or written
+    │           └── PrivacyLedgerClosed   the ledger was used after close() (also a ResourceClosedError)
     ├── FleetError                        talking to the coordinator (Flower's Fleet API) failed
     │   ├── FleetUnavailable              network error, timeout or 5xx/429 after the retries ran out
     │   ├── FleetAuthError                401: the SuperLink refused the node's signature or identity
@@ -31,7 +32,9 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     │   ├── FleetProtocolError            an answer that is not what the protocol says (content type, protobuf)
     │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
     ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
+    ├── ResourceClosedError               an object was used after close() (also a ValueError: a programming mistake)
     ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
+    ├── ProtocolError                     a task or reply breaks the typed round contract (has .key)
     ├── DeviceConfigError                 a device configuration (device.toml) is wrong (one sentence)
     ├── GateError                         the participation gate could not be used
     │   ├── PolicyError                   an eligibility policy or device profile is invalid (has .source)
@@ -89,13 +92,25 @@ __all__ = [
     "FeatureSandboxError",
     "FeatureTimeout",
     "FeatureTrap",
+    "FleetAuthError",
+    "FleetError",
+    "FleetProtocolError",
+    "FleetRunNotRunning",
+    "FleetUnavailable",
     "GateError",
     "MetadataError",
     "MetadataExpired",
     "MetadataMismatch",
     "MetadataRollback",
     "MetadataUntrusted",
+    "ObjectIntegrityError",
     "PolicyError",
+    "PrivacyBudgetExhausted",
+    "PrivacyError",
+    "PrivacyLedgerClosed",
+    "PrivacyLedgerError",
+    "ProtocolError",
+    "ResourceClosedError",
     "RoundAbandoned",
     "SecAggAborted",
     "SecAggError",
@@ -103,9 +118,14 @@ __all__ = [
     "SecAggProtocolError",
     "SecAggStateError",
     "SignedArtifactError",
+    "StateStoreError",
+    "TaskDeclined",
     "TlsConfigError",
     "TlsError",
     "TlsVerificationFailed",
+    "UpdateCodecError",
+    "UpdateError",
+    "UpdateInputError",
     "UpdateSignatureError",
 ]
 
@@ -227,13 +247,30 @@ class StateStoreError(FLClientError):
     """The device's durable state (SQLite) cannot be opened, is of another schema, or is corrupt."""
 
 
-class TaskDeclined(FLClientError):
-    """The device refused a task it cannot run as asked; ``reason`` is a short machine-readable cause."""
+class ResourceClosedError(FLClientError, ValueError):
+    """An object that holds a native resource (wasm store, SQLite file, HTTP connection pool) was used after
+    ``close()``. Like a closed file's, it is also a ``ValueError``: the caller's mistake, not the device's state."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+
+class TaskDeclined(FLClientError):
+    """The device refused a task it cannot run as asked; ``reason`` is a short machine-readable cause (a
+    :class:`flclient.protocol.Code`), ``reasons`` the participation gate's coarse reasons for ``not-eligible``."""
+
+    def __init__(self, reason: str, detail: str, *, reasons: tuple[str, ...] = ()) -> None:
         super().__init__(f"task declined ({reason}): {detail}")
         self.reason = reason
         self.detail = detail
+        self.reasons = reasons
+
+
+class ProtocolError(FLClientError):
+    """A task or a reply does not fit the round's typed contract (:mod:`flclient.protocol`); ``key`` names the
+    offending record or config key. A device declines such a task as ``bad-config``; a server drops such a reply."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = message
 
 
 class DeviceConfigError(FLClientError):
@@ -275,6 +312,11 @@ class PrivacyBudgetExhausted(PrivacyError):
 
 class PrivacyLedgerError(PrivacyError):
     """The privacy ledger database cannot be opened, read or written."""
+
+
+class PrivacyLedgerClosed(PrivacyLedgerError, ResourceClosedError):
+    """The privacy ledger was used after ``close()``: a :class:`PrivacyLedgerError` as before, and the one
+    :class:`ResourceClosedError` every closed resource raises."""
 
 
 class SecAggError(FLClientError):

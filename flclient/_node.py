@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._errors import (
     FLClientError,
@@ -32,6 +32,7 @@ from ._task import TaskExecutor
 from .fleet._client import FleetClient, PulledMessage
 from .fleet._objects import EncodedMessage, MetricRecord, decode_content, encode_message
 from .fleet._proto import flclient_fleet_pb2 as pb
+from .protocol import Code, ErrorReply, Metric, Record
 
 __all__ = ["FleetNode", "TelemetryLog"]
 
@@ -70,22 +71,40 @@ class TelemetryLog:
         return out
 
 
+class StopSignal(Protocol):
+    """What :class:`BackgroundHeartbeats` waits on between beats (``threading.Event`` is one).
+
+    ``wait(timeout)`` returns ``True`` once ``set`` was called, ``False`` when the period ran out.
+    """
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds; whether the signal is set."""
+        ...
+
+    def set(self) -> None:
+        """Make every ``wait`` return ``True``."""
+        ...
+
+
 class BackgroundHeartbeats:
     """Heartbeats from a thread while a task runs (a context manager).
 
     SuperLink counts a node offline after twice its heartbeat interval; a device that trains for minutes must
     keep heartbeating meanwhile, or the ServerApp sees it unavailable and its reply is lost. A failed heartbeat
     is logged, not raised: the node loop deals with the connection after the task. Leaving does not wait for a
-    heartbeat still in flight (the Fleet client is safe to share between threads).
+    heartbeat still in flight (the Fleet client is safe to share between threads). ``stop`` is what the thread
+    waits on between beats (a fresh ``threading.Event`` unless given; tests pass one they step by hand).
     """
 
-    def __init__(self, beat: Callable[[], object], period_s: float, log: LogFn) -> None:
+    def __init__(
+        self, beat: Callable[[], object], period_s: float, log: LogFn, *, stop: StopSignal | None = None
+    ) -> None:
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self._beat = beat
         self._period_s = period_s
         self._log = log
-        self._stop = threading.Event()
+        self._stop: StopSignal = stop if stop is not None else threading.Event()
         self._thread = threading.Thread(target=self._run, name="flclient-heartbeat", daemon=True)
         self.beats = 0
 
@@ -120,6 +139,9 @@ class FleetNode:
     """A device taking part in Flower runs. Not thread-safe: drive it from one thread.
 
     ``wait(seconds)`` pauses the loop and returns ``True`` when the node should stop (pass ``Event.wait``).
+    Every clock is injected: ``monotonic`` paces heartbeats and the reply grace, ``wall`` stamps messages and
+    telemetry, ``perf`` times each task, and ``heartbeat_stop`` builds the signal that the heartbeat thread of
+    each running task waits on between beats.
     """
 
     def __init__(
@@ -133,6 +155,8 @@ class FleetNode:
         telemetry: TelemetryLog | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        perf: Callable[[], float] = time.perf_counter,
+        heartbeat_stop: Callable[[], StopSignal] = threading.Event,
         on_connect: Callable[[int], None] | None = None,
         on_pushed: Callable[[str], None] | None = None,
     ) -> None:
@@ -144,6 +168,8 @@ class FleetNode:
         self._telemetry = telemetry
         self._monotonic = monotonic
         self._wall = wall
+        self._perf = perf
+        self._heartbeat_stop = heartbeat_stop
         self._on_connect = on_connect
         self._on_pushed = on_pushed
         self.node_id: int | None = None
@@ -210,6 +236,10 @@ class FleetNode:
             except Exception as exc:
                 failures += 1
                 self.node_id = None
+                if isinstance(exc, FleetAuthError):
+                    # SuperLink no longer knows this key (it restarted without its state): register it again.
+                    with contextlib.suppress(FLClientError):
+                        self._register()
                 delay = min(self.timing.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                 delay *= 0.5 + 0.5 * self.fleet.rng.random()
                 self._log(
@@ -258,7 +288,7 @@ class FleetNode:
         if pulled is None:
             pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
         meta = pulled.metadata
-        started = time.perf_counter()
+        started = self._perf()
         traffic_before = self.fleet.traffic.bytes_down
         objects = pending.objects
         if pending.state == "pulled":
@@ -271,35 +301,34 @@ class FleetNode:
             except (ObjectIntegrityError, FleetProtocolError) as exc:
                 # Hostile or broken content: never run it; answer with an error so the ServerApp need not wait.
                 self.store.mark_received(pulled.message_id, {})
-                self._reply_error(pulled, f"rejected: {exc}", started, outcome="rejected")
+                self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
                 self._confirm(pulled)
                 return
             self.store.mark_received(pulled.message_id, objects)
             self._confirm(pulled)
         bytes_down = self.fleet.traffic.bytes_down - traffic_before
-        fetched = time.perf_counter()
+        fetched = self._perf()
         content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
-        decoded = time.perf_counter()
+        decoded = self._perf()
         try:
             node_id, interval = self.node_id, self.timing.heartbeat_interval_s
-            with BackgroundHeartbeats(lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log):
+            with BackgroundHeartbeats(
+                lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log, stop=self._heartbeat_stop()
+            ):
                 outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
-            self._reply_error(
-                pulled, f"declined: {exc.reason}: {exc.detail}", started, outcome="declined", reason=exc.reason
-            )
+            declined = ErrorReply(kind="declined", code=exc.reason, detail=exc.detail, reasons=exc.reasons)
+            self._reply_error(pulled, declined, started)
             return
         except (FLClientError, ValueError, ArithmeticError) as exc:
-            self._reply_error(
-                pulled, f"failed: {type(exc).__name__}: {exc}", started, outcome="failed", reason=type(exc).__name__
-            )
+            self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=str(exc)), started)
             return
-        ran = time.perf_counter()
+        ran = self._perf()
         device_s = ran - started
-        metrics = outcome.content.get("metrics")
-        if isinstance(metrics, MetricRecord):
-            extra = {"bytes-down": int(bytes_down), "device-s": device_s}
-            outcome.content["metrics"] = MetricRecord({**metrics.values, **extra})
+        metrics = outcome.content.get(Record.METRICS)
+        if isinstance(metrics, MetricRecord):  # what the node measured around the task
+            extra = {Metric.BYTES_DOWN: int(bytes_down), Metric.DEVICE_S: device_s}
+            outcome.content[Record.METRICS] = MetricRecord({**metrics.values, **extra})
         encoded = encode_message(self._reply_metadata(meta), outcome.content)
         self._store_reply(pulled, encoded, device_s)
         self._telemetry_write(
@@ -312,7 +341,7 @@ class FleetNode:
             fetch_s=fetched - started,
             decode_s=decoded - fetched,
             task_s=ran - decoded,
-            store_s=time.perf_counter() - ran,  # encode + durable store of the reply (after device_s)
+            store_s=self._perf() - ran,  # encode + durable store of the reply (after device_s)
             bytes_down=bytes_down,
             reply_bytes=sum(len(c) for c in encoded.objects.values()),
             num_examples=outcome.num_examples,
@@ -345,15 +374,18 @@ class FleetNode:
             ttl=max(ttl, 1.0),
         )
 
-    def _reply_error(self, pulled: PulledMessage, text: str, started: float, *, outcome: str, reason: str = "") -> None:
+    def _reply_error(self, pulled: PulledMessage, error: ErrorReply, started: float) -> None:
+        """Answer with a Flower error whose reason is the protocol's error reply (kind, code, detail)."""
         meta = self._reply_metadata(pulled.metadata)
         meta.message_id = ""
+        text = error.to_reason()
+        outcome, reason = error.kind, error.code
         body = pb.Message(metadata=meta, error=pb.Error(code=_ERROR_CODE_CLIENT_APP_RAISED, reason=text))
         encoded = _encode_error(body)
-        self._store_reply(pulled, encoded, time.perf_counter() - started)
+        self._store_reply(pulled, encoded, self._perf() - started)
         self.store.bump(f"{outcome}")
-        self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": text})
-        self._telemetry_write(pulled, outcome=outcome, reason=reason or text)
+        self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": reason, "detail": error.detail})
+        self._telemetry_write(pulled, outcome=outcome, reason=reason)
         self._flush_replies()
 
     def _store_reply(self, pulled: PulledMessage, encoded: EncodedMessage, runtime_s: float) -> None:

@@ -2,8 +2,9 @@
 
 Every store on the device (node state, privacy ledger, update residuals, SecAgg protocol state) is a file in
 WAL mode with ``synchronous=FULL`` and autocommit (writers use ``BEGIN IMMEDIATE``), shared between the node's
-worker threads one user at a time. They follow the project's lifetime pattern: ``close()`` is idempotent, the
-store is a context manager, and use after close raises the store's own error.
+worker threads one user at a time. They follow the project's lifetime pattern (:class:`~flclient._lifetime.Resource`):
+``close()`` is idempotent, the store is a context manager, and use after close raises
+:class:`~flclient.ResourceClosedError`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import TypeVar
+
+from ._lifetime import Resource
 
 __all__ = ["SqliteFile"]
 
-_S = TypeVar("_S", bound="SqliteFile")
 
-
-class SqliteFile:
-    """Base of the SQLite-backed stores. ``open_error`` and ``closed_error`` build the store's own errors."""
+class SqliteFile(Resource):
+    """Base of the SQLite-backed stores. ``open_error`` builds the store's own error for a file it cannot open."""
 
     def __init__(
         self,
@@ -28,11 +27,9 @@ class SqliteFile:
         *,
         schema: str,
         open_error: Callable[[str], Exception],
-        closed_error: Callable[[], Exception],
         timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
-        self._closed_error = closed_error
         self._db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,19 +42,15 @@ class SqliteFile:
             self.close()
             raise open_error(f"{exc}") from exc
 
-    def close(self) -> None:
-        """Close the database; idempotent."""
+    def _release(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def __enter__(self: _S) -> _S:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return f"{type(self).__name__} {self.path}"
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise self._closed_error()
+        self._check_open()
+        assert self._db is not None  # set by __init__, cleared only by close()
         return self._db

@@ -94,7 +94,6 @@ class StateStore(SqliteFile):
             schema=_SCHEMA,
             timeout_s=10,
             open_error=lambda why: StateStoreError(f"{path}: cannot open the state database: {why}"),
-            closed_error=lambda: RuntimeError("state store used after close()"),
         )
         try:
             version = self.get_meta("schema_version")

@@ -1,68 +1,64 @@
-"""Task execution: one instruction's content in, one reply's content out (no I/O beyond the local data).
+"""Task execution: one instruction in, one reply out (no I/O beyond the local data and the artifacts).
 
-A ``train`` message runs the round pipeline: local raw records -> the pinned WASM feature module (sandboxed) ->
-columns -> ``runtimes`` backend -> new parameters, replied in Flower's standard layout
-``{"arrays": ArrayRecord, "metrics": MetricRecord with "num-examples"}``. ``evaluate`` and ``query`` likewise.
+:class:`TaskExecutor` decodes an instruction's content once into a typed :mod:`flclient.protocol` task and runs it
+through one handler - resolve artifacts -> extract features -> load model -> fit -> build update - wrapped by the
+ordered concerns of :mod:`flclient._concerns` (gate, compatibility, privacy budget, signing, SecAgg). The keys a
+task may carry are the protocol's (:class:`flclient.protocol.Key`, documented there); a task this device cannot
+run as asked is declined with a :class:`~flclient.TaskDeclined` whose reason is a :class:`flclient.protocol.Code`.
 
-The task config (``content["config"]``) says what to run:
-
-=========================  ==========================================================================
-``feature-module``         ``"name@version"`` of the feature module the round needs (pinned)
-``feature-module-sha256``  its sha256; a device without exactly that module declines the task
-``feature-scale``          divisors for the module's numeric output columns, in manifest order
-``model-spec``             JSON: ``{"layers": [[in, out, activation], ...], "loss": "cross_entropy"}``
-``epochs`` ``batch-size`` ``lr`` ``optimizer`` ``seed``   training settings (``runtimes.TrainConfig``)
-``eval-fraction``          share of local examples held out for evaluation (seeded split)
-``model-version``          the global model's version, echoed in the reply metrics
-``update-codec``           reply with an encoded delta instead of the new arrays (see :func:`update_pipeline`):
-                           ``fp32`` ``fp16`` ``bf16`` ``int8`` ``rotated1`` ``rotated2`` ``rotated4`` ``topk``
-``clip-norm``              L2 bound of the delta (needed by DP); ``topk-fraction`` the share top-k keeps
-``dp-noise-multiplier``    Gaussian DP noise multiplier; ``dp-mode`` ``local``: the device adds noise of std
-                           multiplier x clip-norm; ``central``: the device only clips, the server adds the noise;
-                           either way the round is charged to the device's privacy ledger
-``query``                  ``feature-stats`` (query messages): reply the sum, sum of squares and count of the
-                           feature module's numeric output columns (raw, unscaled) in a ``"stats"`` record
-``scaler`` ``scaler-version``  a federated scaler (JSON ``{"version", "module-sha256", "mean", "std"}``) and
-                           the version the task names: the module's columns become ``(v - mean) / std``
-                           instead of ``feature-scale``; a scaler this device cannot apply (another version,
-                           another module, other width, older than one it already used) declines ``stale-scaler``
-``proximal-mu``            FedProx: ``mu/2 * ||w - w_global||^2`` added to the local loss (0 = off)
-``model-pin``              ``"global@<version>"``: the model is the TUF checkpoint with ``model-sha256`` (devices
-                           with ``[artifacts]`` fetch and verify it; the task may then carry no arrays)
-``model-signature``        the server plugin's Ed25519 signature of the model (checked with ``[signatures]``)
-``run-id``                 the run (a decimal string): train replies are signed for run, round, node and version
-``personal-layers``        k > 0: the last k dense layers are this device's private head: trained and kept on
-                           the device (``personal_path``), used for its evaluation, and never in a reply
-=========================  ==========================================================================
-
-With ``update-codec`` set, a train reply is ``{"update": ArrayRecord({"payload": uint8 bytes}), "metrics": ...}``:
-the bytes of :meth:`flclient.update.EncodedUpdate.to_bytes`, which the server reads with
-:func:`flclient.update.decode_update`. Without it the reply keeps Flower's plain float32 ``"arrays"``.
-
-Train and evaluate replies of a device that knows its class (``device_class``, or the data's) carry it in a
-``"device"`` ConfigRecord (``device-class``): the server reports evaluation per device class.
-
-A ``gate`` (:class:`flclient.gate.ParticipationGate`) is asked ``may_start`` before training and ``may_continue``
-after it; a device that may not train declines with reason ``not-eligible`` and the gate's coarse reasons.
-A ``secagg`` handler answers SecAgg stage instructions, running this executor for the masked update.
+Train replies keep Flower's layout: ``{"arrays": ArrayRecord, "metrics": MetricRecord with "num-examples"}``,
+or with an ``update-codec`` an ``"update"`` record holding the bytes of
+:meth:`flclient.update.EncodedUpdate.to_bytes`. Every reply carries a ``"device"`` record: the device class
+(the server reports evaluation per class) and what the device can run (backends, feature ABI, runtime version).
 """
 
 from __future__ import annotations
 
-import json
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ._errors import FeatureError, PrivacyBudgetExhausted, TaskDeclined
+from ._concerns import (
+    CompatibilityConcern,
+    Concern,
+    GateConcern,
+    Handler,
+    NodeBinding,
+    PrivacyConcern,
+    RoundContext,
+    SecAggConcern,
+    SigningConcern,
+    compose,
+)
+from ._errors import FeatureError, PrivacyBudgetExhausted, ProtocolError, TaskDeclined
 from ._personal import personal_parameter_names
-from .features import FeatureModule, SandboxLimits
-from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, MetricValue, RecordDict
-from .gate import ParticipationGate, Reason, RoundOutcome
+from .features import ABI_VERSION, FeatureModule, SandboxLimits
+from .fleet._objects import RecordDict
+from .gate import DeviceCapabilities, ParticipationGate
+from .protocol import (
+    Code,
+    DeviceInfo,
+    EvaluateReply,
+    EvaluateTask,
+    FeaturePin,
+    FeatureSpec,
+    QueryReply,
+    QueryTask,
+    Reply,
+    ReplyMetrics,
+    StatsReply,
+    Task,
+    TrainReply,
+    TrainTask,
+    UpdateSpec,
+    ValueReader,
+    decode_task,
+)
 from .secagg import SecAggTaskHandler
 from .update import (
     BlockInt8Codec,
@@ -85,22 +81,23 @@ from .update import (
 )
 
 if TYPE_CHECKING:  # flclient.artifacts imports tuf: loaded only by devices that configure trusted artifacts
+    import runtimes
+
     from .artifacts import RoundTrust
 
 __all__ = [
-    "UPDATE_CODECS",
-    "UPDATE_RECORD",
     "DataSource",
     "LocalData",
     "NpzDataSource",
     "TaskExecutor",
     "TaskOutcome",
+    "device_capabilities",
     "personal_parameter_names",
     "update_pipeline",
 ]
 
-UPDATE_RECORD = "update"
-UPDATE_CODECS = ("fp32", "fp16", "bf16", "int8", "rotated1", "rotated2", "rotated4", "topk")
+MODEL_FORMATS = ("dense-v1",)
+"""The model formats this release loads (see :attr:`flclient.protocol.DenseModelSpec.model_format`)."""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -148,39 +145,88 @@ class NpzDataSource:
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """A reply's content plus what telemetry wants to know about producing it."""
+    """A reply (typed, and as the content of a reply message) plus what telemetry wants to know about it."""
 
     content: RecordDict
     train_s: float = 0.0
     features_s: float = 0.0
     num_examples: int = 0
+    reply: Reply | None = None
+
+    @classmethod
+    def of(cls, reply: Reply) -> TaskOutcome:
+        """The outcome of a typed reply."""
+        metrics = getattr(reply, "metrics", None)
+        return cls(
+            reply.to_records(),
+            train_s=float(metrics.train_s or 0.0) if metrics is not None else 0.0,
+            features_s=float(metrics.features_s or 0.0) if metrics is not None else 0.0,
+            num_examples=int(metrics.num_examples) if metrics is not None else 0,
+            reply=reply,
+        )
+
+
+def device_capabilities(*, runtime_version: str | None = None, app_version: str | None = None) -> DeviceCapabilities:
+    """What this installation can run: the runtime version, the feature ABI, model formats and backends."""
+    import runtimes
+
+    from . import __version__
+
+    return DeviceCapabilities(
+        app_version=app_version or __version__,
+        runtime_version=runtime_version or __version__,
+        model_formats=MODEL_FORMATS,
+        feature_abis=(ABI_VERSION,),
+        backends=runtimes.available_backends(),
+    )
 
 
 @dataclass
 class TaskExecutor:
     """Runs ``train`` / ``evaluate`` / ``query`` instructions against local data and local feature modules.
 
-    ``feature_modules`` are module files the device has (verified by sha256 at use); a pin in the task config
-    that none of them satisfies is declined with :class:`~flclient.TaskDeclined`, never run with another version.
+    ``feature_modules`` are module files the device has (verified by sha256 at use); a pin in the task that none
+    of them satisfies is declined with :class:`~flclient.TaskDeclined`, never run with another version. The
+    backend is the one the task's model needs (``backend`` overrides it, e.g. to test a backend). ``node`` is
+    where the node records its node id once connected (SecAgg and update signatures name it); ``secagg`` makes
+    this node's SecAgg handler for a node id. The handler chain is built once, at construction.
     """
 
     data: DataSource
     feature_modules: Sequence[Path] = ()
     module_cache_dir: Path | None = None
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
-    backend: str = "numpy"
+    backend: str | None = None
     clock: Callable[[], float] = time.perf_counter
     gate: ParticipationGate | None = None
-    secagg: SecAggTaskHandler | None = None
+    secagg: Callable[[int], SecAggTaskHandler] | None = None
     ledger: PrivacyLedger | None = None
     residuals: ResidualStore | None = None
     update_rng: Callable[[], np.random.Generator] = secure_generator
     device_class: str | None = None
     personal_path: Path | None = None
     trust: RoundTrust | None = None
+    capabilities: DeviceCapabilities | None = None
+    node: NodeBinding = field(default_factory=NodeBinding)
     _personal: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
     _scaler_version: int = field(default=0, init=False, repr=False)
+    _handler: Handler = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.capabilities is None:
+            self.capabilities = device_capabilities()
+        concerns: list[Concern] = []
+        if self.gate is not None:
+            concerns.append(GateConcern(self.gate))
+        concerns.append(CompatibilityConcern(self.capabilities))
+        if self.ledger is not None:
+            concerns.append(PrivacyConcern(self.ledger))
+        if self.trust is not None:
+            concerns.append(SigningConcern(self.trust, self.node))
+        if self.secagg is not None:
+            concerns.append(SecAggConcern(self.secagg, self.node))
+        self._handler = compose(self._handle, concerns)
 
     def close(self) -> None:
         """Release the loaded feature modules."""
@@ -189,158 +235,142 @@ class TaskExecutor:
         self._modules.clear()
 
     def run(self, message_type: str, content: RecordDict, *, message_id: str = "") -> TaskOutcome:
-        """Execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run as asked.
+        """Decode and execute one instruction; raises :class:`~flclient.TaskDeclined` when it cannot be run.
 
         ``message_id`` (the instruction's) names the round in the privacy ledger, so that the node can mark the
         participation uploaded once its reply is pushed (:meth:`PrivacyLedger.mark_uploaded_round`).
         """
-        if self.secagg is not None and self.secagg.wants(content):
-            return TaskOutcome(self.secagg.run(content, lambda c: self.run(message_type, c).content))
-        kind = message_type.split(".")[0]
-        config = _config(content)
-        if kind == "query" and config.get("query") == "feature-stats":
-            return self._feature_stats(config)
-        if kind == "query":
-            local = self.data.load()
-            return TaskOutcome(
-                {"metrics": MetricRecord({"num-examples": len(local.labels)})}, num_examples=len(local.labels)
-            )
-        if kind not in ("train", "evaluate"):
-            raise TaskDeclined("unsupported-message-type", f"this device runs train, evaluate and query, not {kind!r}")
-        arrays = content.get("arrays")
-        if not isinstance(arrays, ArrayRecord) and self.trust is None:
-            raise TaskDeclined("no-model", "the instruction carries no 'arrays' record")
-        pipeline = (
-            update_pipeline(config, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
-            if kind == "train"
-            else None
+        try:
+            task = decode_task(message_type, content)
+        except ProtocolError as exc:
+            raise TaskDeclined(Code.BAD_CONFIG, exc.detail) from exc
+        except ValueError as exc:
+            raise TaskDeclined(Code.UNSUPPORTED_MESSAGE_TYPE, str(exc)) from exc
+        return TaskOutcome.of(self._handler(task, RoundContext(message_id=message_id)))
+
+    # -- the handler -------------------------------------------------------------------------------------------------
+    def _handle(self, task: Task, context: RoundContext) -> Reply:
+        if isinstance(task, QueryTask):
+            return self._query(task)
+        if isinstance(task, (TrainTask, EvaluateTask)):
+            return self._model_round(task, context)
+        raise TaskDeclined(Code.UNSUPPORTED_MESSAGE_TYPE, "this device is not set up for SecAgg+ rounds")
+
+    def _device_info(self, data_class: str | None) -> DeviceInfo:
+        caps = self.capabilities
+        assert caps is not None
+        return DeviceInfo(
+            device_class=self.device_class or data_class,
+            backends=caps.backends,
+            feature_abis=caps.feature_abis,
+            runtime_version=caps.runtime_version,
         )
-        if kind == "train" and self.gate is not None:
-            start = self.gate.may_start()
-            if not start.eligible:
-                raise _not_eligible(RoundOutcome(status="not_eligible", reasons=tuple(r.value for r in start.reasons)))
-        noise = _num(config, "dp-noise-multiplier", 0.0) if pipeline is not None else 0.0
-        if noise and self.ledger is not None and not self.ledger.check(noise_multiplier=noise).allowed:
-            # Refused before any work: the round would take the device past its lifetime privacy budget.
-            raise _not_eligible(RoundOutcome(status="not_eligible", reasons=(Reason.PRIVACY_BUDGET.value,)))
+
+    def _query(self, task: QueryTask) -> Reply:
+        if task.query == "feature-stats":
+            return self._feature_stats(task)
+        local = self.data.load()
+        metrics = ReplyMetrics(num_examples=len(local.labels))
+        return QueryReply(metrics=metrics, device=self._device_info(local.device_class))
+
+    def _model_round(self, task: TrainTask | EvaluateTask, context: RoundContext) -> Reply:
+        # Stage 1: artifacts - the global model (from the task, or its TUF pin) and the feature module.
+        params = self._global_model(task)
         t0 = self.clock()
-        x, y, data_class = self._features(config)
-        device_record: RecordDict = {}
-        if self.device_class or data_class:
-            device_record["device"] = ConfigRecord({"device-class": str(self.device_class or data_class)})
+        # Stage 2: features.
+        x, y, data_class = self._features(task.pins.feature_module, task.features)
         features_s = self.clock() - t0
-        spec = _model_spec(config)
-        if self.trust is not None:  # a TUF checkpoint pin and/or the server's signature, checked before loading
-            params = self.trust.global_model(arrays.arrays if isinstance(arrays, ArrayRecord) else None, config)
-        else:
-            assert isinstance(arrays, ArrayRecord)
-            params = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.arrays.items()}
-        personal = personal_parameter_names(config)
+        personal = task.personal_parameter_names
         local_params = dict(params)
         if personal:
             head = self._personal_head()
             for k in personal & set(params):
                 if k in head and head[k].shape == params[k].shape:
                     local_params[k] = head[k]
-        seed = int(_num(config, "seed", 0))
-        eval_fraction = float(_num(config, "eval-fraction", 0.2))
-        order = np.random.Generator(np.random.PCG64(seed)).permutation(len(y))
-        n_eval = round(len(y) * eval_fraction) if len(y) > 1 else 0
+        settings = task.settings
+        order = np.random.Generator(np.random.PCG64(settings.seed)).permutation(len(y))
+        n_eval = round(len(y) * settings.eval_fraction) if len(y) > 1 else 0
         eval_idx, train_idx = order[:n_eval], order[n_eval:]
         import runtimes
 
-        backend = runtimes.create_backend(self.backend)
+        # Stage 3: the model, on the backend it needs.
+        spec = task.model.to_runtime()
+        backend = runtimes.create_backend(self.backend or task.model.backend)
+        metrics = ReplyMetrics(features_s=features_s, model_version=task.round.model_version, num_examples=0)
         try:
             try:
                 backend.load(spec, local_params)
             except (runtimes.RuntimeBackendError, ValueError) as exc:
-                raise TaskDeclined("model-mismatch", str(exc)) from exc
-            metrics: dict[str, MetricValue] = {"features-s": features_s}
-            if "model-version" in config:
-                metrics["model-version"] = int(_num(config, "model-version", 0))
+                raise TaskDeclined(Code.MODEL_MISMATCH, str(exc)) from exc
             if n_eval:
                 ev = backend.evaluate(runtimes.TrainingData(x=x[eval_idx], y=y[eval_idx]))
-                metrics["eval-loss"] = float(ev["loss"])
-                if "accuracy" in ev:
-                    metrics["eval-acc"] = float(ev["accuracy"])
-                metrics["eval-examples"] = int(n_eval)
-            if kind == "evaluate":
-                metrics["num-examples"] = int(n_eval)
-                return TaskOutcome(
-                    {"metrics": MetricRecord(metrics), **device_record}, features_s=features_s, num_examples=n_eval
+                metrics = replace(
+                    metrics,
+                    eval_loss=float(ev["loss"]),
+                    eval_acc=float(ev["accuracy"]) if "accuracy" in ev else None,
+                    eval_examples=int(n_eval),
                 )
+            device = self._device_info(data_class)
+            if isinstance(task, EvaluateTask):
+                return EvaluateReply(metrics=replace(metrics, num_examples=int(n_eval)), device=device)
             if len(train_idx) == 0:
-                raise TaskDeclined("no-data", "no local examples left for training")
-            prox_mu = _num(config, "proximal-mu", 0.0)
-            if not (prox_mu >= 0 and np.isfinite(prox_mu)):
-                raise TaskDeclined("bad-config", f"proximal-mu must be a finite number >= 0, got {prox_mu}")
-            cfg = runtimes.TrainConfig(
-                epochs=int(_num(config, "epochs", 1)),
-                batch_size=int(_num(config, "batch-size", 32)),
-                learning_rate=float(_num(config, "lr", 0.05)),
-                optimizer=str(config.get("optimizer", "sgd")),  # type: ignore[arg-type]
-                prox_mu=prox_mu,
-                seed=seed,
-            )
+                raise TaskDeclined(Code.NO_DATA, "no local examples left for training")
+            # Stage 4: fit, watched by the gate (context.checkpoint) between steps.
             t1 = self.clock()
-            result = backend.fit(runtimes.TrainingData(x=x[train_idx], y=y[train_idx]), cfg)
+            result = backend.fit(
+                runtimes.TrainingData(x=x[train_idx], y=y[train_idx]),
+                _train_config(task),
+                checkpoint=context.checkpoint,
+            )
             train_s = self.clock() - t1
         finally:
             backend.close()
-        if self.gate is not None:
-            cont = self.gate.may_continue()
-            if not cont.eligible:
-                self.gate.record_abandoned()
-                raise _not_eligible(RoundOutcome(status="abandoned", reasons=tuple(r.value for r in cont.reasons)))
-            self.gate.record_completed()
+        context.check_now()  # the device must still be in policy before anything is built for upload
+        # Stage 5: the update.
         new = dict(local_params)
         new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
         if personal:
             self._save_personal_head({k: new[k] for k in personal if k in new})
             new = {k: v for k, v in new.items() if k not in personal}  # the private head never leaves the device
             params = {k: v for k, v in params.items() if k not in personal}
-        metrics.update(
-            {
-                "num-examples": int(result.num_examples),
-                "train-loss": float(result.loss_curve[-1]) if result.loss_curve else float("nan"),
-                "train-s": train_s,
-            }
-        )
-        if pipeline is not None:
-            round_id = message_id or f"{int(_num(config, 'server-round', 0))}/{int(_num(config, 'model-version', 0))}"
-            try:
-                encoded = pipeline.run(round_id=round_id, new=new, old=params, names=list(params)).to_bytes()
-            except PrivacyBudgetExhausted as exc:
-                raise TaskDeclined("privacy-budget", str(exc)) from exc
-            metrics["update-bytes"] = len(encoded)
-            reply: RecordDict = {
-                UPDATE_RECORD: ArrayRecord({"payload": np.frombuffer(encoded, dtype=np.uint8)}),
-                "metrics": MetricRecord(metrics),
-                **device_record,
-            }
-        else:
-            reply = {"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics), **device_record}
-        if self.trust is not None:
-            self._sign_reply(reply, config)
-        return TaskOutcome(
-            reply,
-            train_s=train_s,
-            features_s=features_s,
+        metrics = replace(
+            metrics,
             num_examples=int(result.num_examples),
+            train_loss=float(result.loss_curve[-1]) if result.loss_curve else float("nan"),
+            train_s=train_s,
         )
+        return self._build_update(task, context, new, params, metrics, device)
 
-    def _sign_reply(self, reply: RecordDict, config: Mapping[str, ConfigValue]) -> None:
-        """Add the ``"signature"`` record: the device's Ed25519 signature over its update, bound to the context."""
-        from .artifacts._round import SIGNATURE_RECORD, update_payload
+    def _global_model(self, task: TrainTask | EvaluateTask) -> dict[str, np.ndarray]:
+        if self.trust is not None:  # a TUF checkpoint pin and/or the server's signature, checked before loading
+            return self.trust.global_model(
+                task.arrays,
+                pin=task.pins.model,
+                signature=task.model_signature,
+                version=task.round.model_version,
+            )
+        if task.arrays is None:
+            raise TaskDeclined(Code.NO_MODEL, "the instruction carries no 'arrays' record")
+        return {k: np.asarray(v, dtype=np.float32) for k, v in task.arrays.items()}
 
-        assert self.trust is not None
-        update, plain = reply.get(UPDATE_RECORD), reply.get("arrays")
-        encoded = update.arrays["payload"].tobytes() if isinstance(update, ArrayRecord) else None
-        arrays = plain.arrays if isinstance(plain, ArrayRecord) else None
-        payload = update_payload(arrays, encoded, int(_num(config, "model-version", 0)))
-        signed = self.trust.sign_reply(payload, config)
-        if signed is not None:
-            reply[SIGNATURE_RECORD] = ConfigRecord(dict(signed))
+    def _build_update(
+        self,
+        task: TrainTask,
+        context: RoundContext,
+        new: dict[str, np.ndarray],
+        old: dict[str, np.ndarray],
+        metrics: ReplyMetrics,
+        device: DeviceInfo,
+    ) -> TrainReply:
+        pipeline = update_pipeline(task.update, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
+        if pipeline is None:
+            return TrainReply(metrics=metrics, arrays=new, device=device)
+        round_id = context.message_id or f"{task.round.server_round}/{task.round.model_version}"
+        try:
+            encoded = pipeline.run(round_id=round_id, new=new, old=old, names=list(old)).to_bytes()
+        except PrivacyBudgetExhausted as exc:
+            raise TaskDeclined(Code.PRIVACY_BUDGET, str(exc)) from exc
+        return TrainReply(metrics=replace(metrics, update_bytes=len(encoded)), payload=encoded, device=device)
 
     # -- the private head (personalisation) ---------------------------------------------------------------------------
     def _personal_head(self) -> dict[str, np.ndarray]:
@@ -357,8 +387,6 @@ class TaskExecutor:
     def _save_personal_head(self, head: Mapping[str, np.ndarray]) -> None:
         self._personal_head().update({k: np.array(v, dtype=np.float32) for k, v in head.items()})
         if self.personal_path is not None:
-            import io
-
             from ._atomic import atomic_write_bytes
 
             buf = io.BytesIO()
@@ -367,12 +395,10 @@ class TaskExecutor:
             atomic_write_bytes(self.personal_path, buf.getvalue(), mode=0o600)
 
     # -- the feature stage -------------------------------------------------------------------------------------------
-    def _module(self, config: Mapping[str, ConfigValue]) -> FeatureModule:
-        pin = config.get("feature-module")
-        sha = config.get("feature-module-sha256")
-        if not isinstance(pin, str) or "@" not in pin or not isinstance(sha, str):
-            raise TaskDeclined("no-feature-pin", "the task must pin 'feature-module' (name@version) and its sha256")
-        name, version = pin.split("@", 1)
+    def _module(self, pin: FeaturePin | None) -> FeatureModule:
+        if pin is None:
+            raise TaskDeclined(Code.NO_FEATURE_PIN, "the task must pin 'feature-module' (name@version) and its sha256")
+        name, version, sha = pin.name, pin.version, pin.sha256
         if sha in self._modules:
             return self._modules[sha]
         seen: list[str] = []
@@ -387,6 +413,7 @@ class TaskExecutor:
                 self._modules[sha] = module
                 return module
             module.close()
+        text = f"{name}@{version}"
         fetched = self.trust.module(name, version, sha) if self.trust is not None else None
         if fetched is not None:  # through TUF: exactly the pinned name, version and sha256, verified
             try:
@@ -394,180 +421,140 @@ class TaskExecutor:
                     fetched, limits=self.sandbox, cache_dir=self.module_cache_dir, expected_sha256=sha
                 )
             except FeatureError as exc:
-                raise TaskDeclined("feature-module-invalid", f"{pin} from the artifact repository: {exc}") from exc
+                raise TaskDeclined(Code.FEATURE_MODULE_INVALID, f"{text} from the artifact repository: {exc}") from exc
             if (module.manifest.name, module.manifest.version) != (name, version):
                 module.close()
-                raise TaskDeclined("feature-module-pin", f"the artifact published as {pin} is another module")
+                raise TaskDeclined(Code.FEATURE_MODULE_PIN, f"the artifact published as {text} is another module")
             self._modules[sha] = module
             return module
         raise TaskDeclined(
-            "feature-module-pin",
-            f"no local module is {pin} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
+            Code.FEATURE_MODULE_PIN,
+            f"no local module is {text} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
         )
 
-    def _extract(self, config: Mapping[str, ConfigValue]) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
+    def _extract(self, pin: FeaturePin | None) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
         """Local records, the module's numeric output columns (rows x width, float64, raw) and the valid rows."""
-        module = self._module(config)
+        module = self._module(pin)
         local = self.data.load()
         try:
             out = module.extract({c.name: local.columns[c.name] for c in module.manifest.inputs})
         except KeyError as exc:
-            raise TaskDeclined("data-mismatch", f"local data lacks the module input column {exc}") from exc
+            raise TaskDeclined(Code.DATA_MISMATCH, f"local data lacks the module input column {exc}") from exc
         numeric = [c for c in module.manifest.outputs if c.dtype != "ascii"]
         cols = [np.asarray(out[c.name], dtype=np.float64).reshape(len(local.labels), -1) for c in numeric]
         return local, cols, np.asarray(out["status"]) == 0
 
-    def _feature_stats(self, config: Mapping[str, ConfigValue]) -> TaskOutcome:
+    def _feature_stats(self, task: QueryTask) -> StatsReply:
         """Sum, sum of squares and count of the module's numeric columns over the valid local rows."""
         t0 = self.clock()
-        _, cols, ok = self._extract(config)
+        _, cols, ok = self._extract(task.pins.feature_module)
         values = np.concatenate(cols, axis=1)[ok] if cols else np.zeros((int(ok.sum()), 0))
         count = len(values)
-        reply: RecordDict = {
-            "stats": ArrayRecord(
-                {
-                    "sum": values.sum(axis=0),
-                    "sumsq": np.square(values).sum(axis=0),
-                    "count": np.array([count], dtype=np.int64),
-                }
-            ),
-            "metrics": MetricRecord({"num-examples": count, "features-s": self.clock() - t0}),
-        }
-        return TaskOutcome(reply, features_s=self.clock() - t0, num_examples=count)
+        return StatsReply(
+            sum=values.sum(axis=0),
+            sumsq=np.square(values).sum(axis=0),
+            count=count,
+            metrics=ReplyMetrics(num_examples=count, features_s=self.clock() - t0),
+        )
 
-    def _scaler(self, config: Mapping[str, ConfigValue], width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _scaler(self, features: FeatureSpec, module_sha: str, width: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The task's federated scaler as (mean, std), None without one; declines one it cannot apply."""
-        if "scaler-version" not in config and "scaler" not in config:
+        if features.scaler_version is None and features.scaler is None:
             return None
-        version = int(_num(config, "scaler-version", 0))
-        raw = config.get("scaler")
-        try:
-            scaler = json.loads(raw) if isinstance(raw, str) else None
-            mean = np.asarray(scaler["mean"], dtype=np.float64) if scaler else None
-            std = np.asarray(scaler["std"], dtype=np.float64) if scaler else None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TaskDeclined("bad-config", f"scaler is not valid JSON with mean and std: {exc}") from exc
-        if scaler is None or mean is None or std is None:
-            raise TaskDeclined("stale-scaler", f"the task names scaler version {version} but carries no scaler")
-        if scaler.get("version") != version:
+        version = features.scaler_version or 0
+        scaler = features.scaler
+        if scaler is None:
+            raise TaskDeclined(Code.STALE_SCALER, f"the task names scaler version {version} but carries no scaler")
+        if scaler.version != version:
             raise TaskDeclined(
-                "stale-scaler", f"the task names scaler version {version}, its scaler is {scaler.get('version')}"
+                Code.STALE_SCALER, f"the task names scaler version {version}, its scaler is {scaler.version}"
             )
         if version < self._scaler_version:
             raise TaskDeclined(
-                "stale-scaler", f"scaler version {version} is older than version {self._scaler_version} used here"
+                Code.STALE_SCALER, f"scaler version {version} is older than version {self._scaler_version} used here"
             )
-        if scaler.get("module-sha256") != config.get("feature-module-sha256"):
-            raise TaskDeclined("stale-scaler", f"scaler version {version} was computed for another feature module")
-        if mean.shape != (width,) or std.shape != (width,) or not (np.all(np.isfinite(mean)) and np.all(std > 0)):
-            raise TaskDeclined("stale-scaler", f"scaler version {version} does not fit the module's {width} columns")
+        if scaler.module_sha256 != module_sha:
+            raise TaskDeclined(Code.STALE_SCALER, f"scaler version {version} was computed for another feature module")
+        if len(scaler.mean) != width:
+            raise TaskDeclined(Code.STALE_SCALER, f"scaler version {version} does not fit the module's {width} columns")
         self._scaler_version = version
-        return mean, std
+        return np.asarray(scaler.mean, dtype=np.float64), np.asarray(scaler.std, dtype=np.float64)
 
-    def _features(self, config: Mapping[str, ConfigValue]) -> tuple[np.ndarray, np.ndarray, str | None]:
-        local, raw, ok = self._extract(config)
+    def _features(self, pin: FeaturePin | None, features: FeatureSpec) -> tuple[np.ndarray, np.ndarray, str | None]:
+        local, raw, ok = self._extract(pin)
+        assert pin is not None  # _extract declines a task without one
         width = sum(c.shape[1] for c in raw)
-        scaler = self._scaler(config, width)
+        scaler = self._scaler(features, pin.sha256, width)
         if scaler is not None:
             mean, std = scaler
             joined = (np.concatenate(raw, axis=1) - mean) / std if raw else np.zeros((len(local.labels), 0))
             cols = [joined.astype(np.float32)]
         else:
-            scale = config.get("feature-scale", [1.0] * len(raw))
-            if not isinstance(scale, list) or len(scale) != len(raw):
-                raise TaskDeclined("bad-config", f"feature-scale must list {len(raw)} divisors")
-            cols = [
-                c.astype(np.float32) / float(s)  # type: ignore[arg-type]
-                for c, s in zip(raw, scale, strict=True)
-            ]
+            scale = features.scale if features.scale is not None else (1.0,) * len(raw)
+            if len(scale) != len(raw):
+                raise TaskDeclined(Code.BAD_CONFIG, f"feature-scale must list {len(raw)} divisors")
+            cols = [c.astype(np.float32) / float(s) for c, s in zip(raw, scale, strict=True)]
         if local.x is not None:
             cols.insert(0, np.asarray(local.x, dtype=np.float32).reshape(len(local.labels), -1))
         x = np.concatenate(cols, axis=1)[ok]
         y = np.asarray(local.labels)[ok]
         if len(y) == 0:
-            raise TaskDeclined("no-data", "no valid local examples after feature extraction")
+            raise TaskDeclined(Code.NO_DATA, "no valid local examples after feature extraction")
         return x, y, local.device_class
 
 
+def _train_config(task: TrainTask) -> runtimes.TrainConfig:
+    import runtimes
+
+    s = task.settings
+    return runtimes.TrainConfig(
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        learning_rate=s.lr,
+        optimizer=s.optimizer,
+        prox_mu=s.proximal_mu,
+        seed=s.seed,
+    )
+
+
 def update_pipeline(
-    config: Mapping[str, ConfigValue],
+    spec: UpdateSpec | Mapping[str, object],
     *,
     ledger: PrivacyLedger | None = None,
     residuals: ResidualStore | None = None,
     rng: Callable[[], np.random.Generator] = secure_generator,
 ) -> UpdatePipeline | None:
-    """The clip -> DP -> encode pipeline a task config asks for, or None (plain arrays) without ``update-codec``.
+    """The clip -> DP -> encode pipeline an update specification asks for, or None (plain arrays) without a codec.
 
-    A config this device cannot honour is declined (``bad-config``), never silently weakened.
+    A task-config mapping is read through the protocol (:meth:`UpdateSpec.read`); one this device cannot honour
+    is declined (``bad-config``), never silently weakened.
     """
-    name = config.get("update-codec")
-    if name is None or name == "":
+    if not isinstance(spec, UpdateSpec):
+        try:
+            reader = ValueReader(spec, where="config")
+            spec = UpdateSpec.read(reader)
+            reader.finish()
+        except ProtocolError as exc:
+            raise TaskDeclined(Code.BAD_CONFIG, exc.detail) from exc
+    if spec.codec is None:
         return None
     codec: UpdateCodec
-    if name == "fp32":
+    if spec.codec == "fp32":
         codec = LosslessFloat32Codec()
-    elif name in ("fp16", "bf16"):
-        codec = Float16Codec(kind=name)
-    elif name == "int8":
+    elif spec.codec in ("fp16", "bf16"):
+        codec = Float16Codec(kind=spec.codec)
+    elif spec.codec == "int8":
         codec = BlockInt8Codec()
-    elif name in ("rotated1", "rotated2", "rotated4"):
-        codec = RotatedCodec(bits=int(name[-1]))
-    elif name == "topk":
-        fraction = _num(config, "topk-fraction", 0.01)
-        if not 0 < fraction <= 1:
-            raise TaskDeclined("bad-config", f"topk-fraction must be in (0, 1], got {fraction}")
-        codec = TopKCodec(fraction=fraction)
-    else:
-        raise TaskDeclined("bad-config", f"update-codec must be one of {', '.join(UPDATE_CODECS)}, got {name!r}")
+    elif spec.codec == "topk":
+        codec = TopKCodec(fraction=spec.topk_fraction)
+    else:  # rotated1 / rotated2 / rotated4
+        codec = RotatedCodec(bits=int(spec.codec[-1]))
     stages: list[UpdateStage] = []
-    clip = _num(config, "clip-norm", 0.0)
-    if clip < 0 or not np.isfinite(clip):
-        raise TaskDeclined("bad-config", f"clip-norm must be a positive number (0 = off), got {clip}")
-    if clip:
-        stages.append(ClipStage(config=ClipConfig(max_norm=clip)))
-    noise = _num(config, "dp-noise-multiplier", 0.0)
-    if noise:
-        mode = config.get("dp-mode", "local")
-        if mode not in ("local", "central"):
-            raise TaskDeclined("bad-config", f"dp-mode must be 'local' or 'central', got {mode!r}")
-        if not clip:
-            raise TaskDeclined("bad-config", "dp-noise-multiplier needs clip-norm (the sensitivity)")
-        if not (noise > 0 and np.isfinite(noise)):
-            raise TaskDeclined("bad-config", f"dp-noise-multiplier must be a positive number, got {noise}")
-        privacy = PrivacyConfig(mode="central" if mode == "central" else "local", noise_multiplier=noise)
+    if spec.clip_norm:
+        stages.append(ClipStage(config=ClipConfig(max_norm=spec.clip_norm)))
+    if spec.noise_multiplier:
+        privacy = PrivacyConfig(mode=spec.dp_mode, noise_multiplier=spec.noise_multiplier)
         stages.append(PrivacyStage(config=privacy, ledger=ledger))
     feedback = ErrorFeedback(store=residuals) if residuals is not None and not codec.unbiased else None
     stages.append(EncodeStage(codec=codec, rng=rng(), error_feedback=feedback))
     return UpdatePipeline(stages)
-
-
-def _not_eligible(outcome: RoundOutcome) -> TaskDeclined:
-    return TaskDeclined("not-eligible", json.dumps(outcome.to_reply(), sort_keys=True))
-
-
-def _config(content: RecordDict) -> dict[str, ConfigValue]:
-    rec = content.get("config")
-    return dict(rec.values) if isinstance(rec, ConfigRecord) else {}
-
-
-def _num(config: Mapping[str, ConfigValue], key: str, default: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TaskDeclined("bad-config", f"config {key!r} must be a number, got {value!r}")
-    return float(value)
-
-
-def _model_spec(config: Mapping[str, ConfigValue]) -> Any:
-    import runtimes
-
-    raw = config.get("model-spec")
-    if not isinstance(raw, str):
-        raise TaskDeclined("bad-config", "config 'model-spec' (JSON) is missing")
-    try:
-        spec = json.loads(raw)
-        layers = tuple(
-            runtimes.DenseLayer(in_features=int(i), out_features=int(o), activation=a) for i, o, a in spec["layers"]
-        )
-        return runtimes.DenseStack(layers=layers, loss=spec.get("loss", "cross_entropy"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TaskDeclined("bad-config", f"model-spec is not a valid dense stack: {exc}") from exc

@@ -27,7 +27,7 @@ from ._exceptions import (
     UnsupportedFeatureError,
 )
 from ._protocol import TrainingBackend
-from ._registry import BACKEND_NAMES, BackendOptions, create_backend
+from ._registry import BACKEND_NAMES, BackendOptions, available_backends, backend_for_model, create_backend
 from ._spec import (
     BackboneModel,
     DenseLayer,
@@ -65,6 +65,8 @@ __all__ = [
     "TrainingDivergedError",
     "UnknownBackendError",
     "UnsupportedFeatureError",
+    "available_backends",
+    "backend_for_model",
     "create_backend",
     "estimate_training_bytes",
     "init_lora",

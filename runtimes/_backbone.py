@@ -14,7 +14,7 @@ import numpy.typing as npt
 from ._dense import DenseModel, evaluate_outputs
 from ._protocol import check_targets
 from ._spec import FitResult, TrainConfig, TrainingBudget, TrainingData
-from ._training import Clock, blas_threads, check_ram_budget, estimate_training_bytes, fit_dense
+from ._training import Checkpoint, Clock, blas_threads, check_ram_budget, estimate_training_bytes, fit_dense
 
 #: Runs the frozen backbone on a chunk of inputs and returns float32 features (rows, width).
 FeatureFn = Callable[[np.ndarray], np.ndarray]
@@ -50,20 +50,34 @@ class ActivationCache:
             return self._array
         return None
 
-    def get(self, x: np.ndarray, features: FeatureFn) -> npt.NDArray[np.float32]:
-        """Activations of every row of ``x``, computing them on first use for this dataset."""
+    def get(
+        self, x: np.ndarray, features: FeatureFn, *, checkpoint: Checkpoint | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Activations of every row of ``x``, computing them on first use for this dataset.
+
+        ``checkpoint`` is called before each chunk of the backbone pass; when it raises, the cache is left
+        empty (spill file deleted) and the exception propagates.
+        """
         key = data_fingerprint(x)
         if key == self._key and self._array is not None:
             return self._array
         self.clear()
         n = x.shape[0]
-        first = features(x[:_CHUNK])
-        width = int(first.shape[1])
-        needed = n * width * 4
-        out = np.empty((n, width), dtype=np.float32) if needed <= self._ram_bytes else self._spill(n, width)
-        out[: first.shape[0]] = first
-        for start in range(first.shape[0], n, _CHUNK):
-            out[start : start + _CHUNK] = features(x[start : start + _CHUNK])
+        try:
+            if checkpoint is not None:
+                checkpoint()
+            first = features(x[:_CHUNK])
+            width = int(first.shape[1])
+            needed = n * width * 4
+            out = np.empty((n, width), dtype=np.float32) if needed <= self._ram_bytes else self._spill(n, width)
+            out[: first.shape[0]] = first
+            for start in range(first.shape[0], n, _CHUNK):
+                if checkpoint is not None:
+                    checkpoint()
+                out[start : start + _CHUNK] = features(x[start : start + _CHUNK])
+        except BaseException:
+            self.clear()  # a half-filled cache must not be found by the next fit
+            raise
         self._key, self._array = key, out
         return out
 
@@ -110,8 +124,13 @@ def fit_on_backbone(
     *,
     budget: TrainingBudget | None,
     clock: Clock,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
-    """Train ``model`` on the frozen backbone's activations of ``data`` (cached, or recomputed per batch)."""
+    """Train ``model`` on the frozen backbone's activations of ``data`` (cached, or recomputed per batch).
+
+    ``checkpoint`` is called between the backbone chunks that fill the cache and around every step (see
+    :func:`runtimes._training.run_steps`); whatever it raises propagates, and no result is returned.
+    """
     y = check_targets(model.spec, data)
     x = data.x
     dtype = model.dtype
@@ -125,7 +144,7 @@ def fit_on_backbone(
         acts = cache.lookup(x)
         if acts is None:
             with blas_threads(config.blas_threads):
-                acts = cache.get(x, features)
+                acts = cache.get(x, features, checkpoint=checkpoint)
         feature_s = clock() - started
 
         def source(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +168,7 @@ def fit_on_backbone(
         clock=clock,
         estimate=estimate,
         metadata={"feature_seconds": feature_s, "cache_spilled": bool(cache is not None and cache.spilled)},
+        checkpoint=checkpoint,
     )
     return FitResult(
         parameters=result.parameters,

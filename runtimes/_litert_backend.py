@@ -237,21 +237,35 @@ class LiteRTBackend(BackendBase):
         *,
         budget: TrainingBudget | None = None,
         clock: Clock = time.perf_counter,
+        checkpoint: Callable[[], None] | None = None,
     ) -> FitResult:
         """Train the numpy head on cached backbone activations, or run the model's own train signature.
 
         A train signature has a fixed batch size: ``config.batch_size`` must equal it, and a last partial
         batch is skipped (as with ``drop_last=True``), so the numpy backend reproduces its batches.
+
+        ``checkpoint`` is called before every step and after the last (for a backbone also before each
+        512-row chunk of the backbone pass). When it raises, the exception propagates: a half-filled
+        activation cache is dropped, and the numpy head, or the interpreter's variables of a train-signature
+        model, keep the steps completed so far (see ``TrainingBackend.fit``).
         """
         self._check_model()
         if self._model is not None:
             self._require(config, self._model.spec.loss)
             cache = self._cache if self._options.cache_activations else None
-            return fit_on_backbone(self._model, self._features, cache, data, config, budget=budget, clock=clock)
-        return self._fit_signature(data, config, budget=budget, clock=clock)
+            return fit_on_backbone(
+                self._model, self._features, cache, data, config, budget=budget, clock=clock, checkpoint=checkpoint
+            )
+        return self._fit_signature(data, config, budget=budget, clock=clock, checkpoint=checkpoint)
 
     def _fit_signature(
-        self, data: TrainingData, config: TrainConfig, *, budget: TrainingBudget | None, clock: Clock
+        self,
+        data: TrainingData,
+        config: TrainConfig,
+        *,
+        budget: TrainingBudget | None,
+        clock: Clock,
+        checkpoint: Callable[[], None] | None,
     ) -> FitResult:
         model = self._signature_model
         assert model is not None
@@ -281,7 +295,7 @@ class LiteRTBackend(BackendBase):
 
         sig_config = dataclasses.replace(config, drop_last=True)
         losses, seen, partial, reason, elapsed = run_steps(
-            step, n=len(data), config=sig_config, budget=budget, clock=clock
+            step, n=len(data), config=sig_config, budget=budget, clock=clock, checkpoint=checkpoint
         )
         return FitResult(
             parameters=self.parameters(),

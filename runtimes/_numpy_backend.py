@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -39,8 +39,13 @@ class NumpyBackend(BackendBase):
         *,
         budget: TrainingBudget | None = None,
         clock: Clock = time.perf_counter,
+        checkpoint: Callable[[], None] | None = None,
     ) -> FitResult:
-        """Train in place; see :class:`TrainConfig` for the knobs and :class:`TrainingBudget` for the limits."""
+        """Train in place; see :class:`TrainConfig` for the knobs and :class:`TrainingBudget` for the limits.
+
+        ``checkpoint`` is called before every step and after the last; when it raises, the exception
+        propagates and the loaded parameters keep the steps completed so far (see ``TrainingBackend.fit``).
+        """
         model = self._bound()
         self._require(config, model.spec.loss)
         y = check_targets(model.spec, data)
@@ -54,7 +59,16 @@ class NumpyBackend(BackendBase):
             return x[idx].astype(dtype, copy=False), y[idx].astype(y_dtype, copy=False)
 
         estimate = estimate_training_bytes(model.spec, config, itemsize=dtype.itemsize)
-        return fit_dense(model, source, n=len(data), config=config, budget=budget, clock=clock, estimate=estimate)
+        return fit_dense(
+            model,
+            source,
+            n=len(data),
+            config=config,
+            budget=budget,
+            clock=clock,
+            estimate=estimate,
+            checkpoint=checkpoint,
+        )
 
     def evaluate(self, data: TrainingData) -> dict[str, float]:
         """Mean loss (and accuracy for cross-entropy) on ``data``."""

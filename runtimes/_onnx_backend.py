@@ -8,7 +8,7 @@ onnxruntime-training is not used (abandoned, no aarch64 wheels).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,12 +216,20 @@ class OnnxBackend(BackendBase):
         *,
         budget: TrainingBudget | None = None,
         clock: Clock = time.perf_counter,
+        checkpoint: Callable[[], None] | None = None,
     ) -> FitResult:
-        """Train the numpy part; backbone activations for ``data`` are computed once and cached."""
+        """Train the numpy part; backbone activations for ``data`` are computed once and cached.
+
+        ``checkpoint`` is called before each 512-row chunk of the backbone pass, before every step and after
+        the last. When it raises, the exception propagates: a half-filled activation cache is dropped and the
+        numpy part keeps the steps completed so far (see ``TrainingBackend.fit``).
+        """
         model = self._bound()
         self._require(config, model.spec.loss)
         cache = self._cache if self._options.cache_activations else None
-        return fit_on_backbone(model, self._features, cache, data, config, budget=budget, clock=clock)
+        return fit_on_backbone(
+            model, self._features, cache, data, config, budget=budget, clock=clock, checkpoint=checkpoint
+        )
 
     def evaluate(self, data: TrainingData) -> dict[str, float]:
         """Mean loss (and accuracy) of backbone + trained part."""

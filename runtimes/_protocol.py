@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Final, Protocol
 
@@ -69,8 +69,18 @@ class TrainingBackend(Protocol):
         *,
         budget: TrainingBudget | None = None,
         clock: Clock = time.perf_counter,
+        checkpoint: Callable[[], None] | None = None,
     ) -> FitResult:
-        """Train the trainable parameters on ``data`` and return them with the loss curve."""
+        """Train the trainable parameters on ``data`` and return them with the loss curve.
+
+        ``checkpoint`` lets the caller stop a round while it trains: it is called before every mini-batch
+        step and once after the last (so at least once per epoch), and by backbone backends also before each
+        chunk of the backbone pass that fills the activation cache. When it raises, training stops at once
+        and the exception propagates unchanged; ``fit`` returns no :class:`FitResult`. The backend's loaded
+        parameters are then those after the last completed step (trained in part): call ``load`` with the
+        global model again before training or evaluating the next round. A device wires its participation
+        gate here, e.g. ``backend.fit(data, config, checkpoint=monitor.checkpoint)``.
+        """
         ...
 
     def evaluate(self, data: TrainingData) -> dict[str, float]:

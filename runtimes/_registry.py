@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._exceptions import UnknownBackendError
+import numpy as np
+
+from ._exceptions import ModelLoadError, UnknownBackendError, UnsupportedFeatureError
 from ._protocol import TrainingBackend
+from ._spec import BackboneModel, DenseStack, ModelSource, TrainSignatureModel
 
 BACKEND_NAMES: tuple[str, ...] = ("litert", "numpy", "onnx")
+
+#: Finds a top-level module without importing it (``importlib.util.find_spec``); ``None`` when absent.
+FindSpec = Callable[[str], object | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,3 +60,69 @@ def create_backend(name: str, options: BackendOptions | None = None) -> Training
 
         return LiteRTBackend(opts)
     raise UnknownBackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+
+
+def backend_for_model(model: ModelSource) -> str:
+    """The registry name of the backend that trains ``model``: ``"numpy"`` for a :class:`DenseStack`,
+    ``"onnx"`` for a :class:`BackboneModel` whose file ends in ``.onnx``, ``"litert"`` for a ``.tflite``
+    backbone or a :class:`TrainSignatureModel`.
+
+    Only the description is looked at (no file is read, nothing is imported); whether that backend can run
+    here is :func:`available_backends`' answer. Raises :class:`UnsupportedFeatureError` for anything that is
+    not a model description, or a ``.tflite`` backbone asked to lift layers out (only ONNX graphs can), and
+    :class:`ModelLoadError` for a backbone file that is neither ``.onnx`` nor ``.tflite``.
+
+    Example::
+
+        name = backend_for_model(model)
+        if name not in available_backends():
+            ...  # decline the round: this device cannot run the task's model
+        with create_backend(name) as backend:
+            backend.load(model, parameters)
+    """
+    if isinstance(model, DenseStack):
+        return "numpy"
+    if isinstance(model, TrainSignatureModel):
+        return "litert"
+    if isinstance(model, BackboneModel):
+        suffix = Path(model.path).suffix.lower()
+        if suffix == ".onnx":
+            return "onnx"
+        if suffix == ".tflite":
+            if model.head is None:
+                raise UnsupportedFeatureError(
+                    f"{model.path} is a .tflite backbone, and only ONNX graphs can have layers lifted out "
+                    "(extract_final_linear); give it a head or use an ONNX backbone"
+                )
+            return "litert"
+        raise ModelLoadError(
+            f"no backend runs the backbone {model.path}: name an ONNX file *.onnx or a LiteRT file *.tflite"
+        )
+    raise UnsupportedFeatureError(
+        f"no backend trains a {type(model).__name__}; describe the model as a DenseStack, BackboneModel or "
+        "TrainSignatureModel"
+    )
+
+
+def available_backends(*, find_spec: FindSpec = importlib.util.find_spec) -> tuple[str, ...]:
+    """The names in :data:`BACKEND_NAMES` whose optional packages are installed here, sorted.
+
+    ``numpy`` is always there; ``onnx`` needs onnxruntime; ``litert`` needs ai-edge-litert, or tflite-runtime
+    under numpy 1 (its last wheels are built for numpy 1 and fail to import under numpy 2). Packages are
+    found, not imported, so the answer is cheap; one that is installed but broken is still listed, and
+    :func:`create_backend` then raises :class:`BackendUnavailableError`. ``find_spec`` is injectable for tests.
+    """
+
+    def installed(module: str) -> bool:
+        try:
+            return find_spec(module) is not None
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+            return False
+
+    found = {"numpy"}
+    if installed("onnxruntime"):
+        found.add("onnx")
+    numpy_major = int(np.__version__.split(".")[0])
+    if installed("ai_edge_litert") or (numpy_major < 2 and installed("tflite_runtime")):
+        found.add("litert")
+    return tuple(name for name in BACKEND_NAMES if name in found)

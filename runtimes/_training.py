@@ -13,6 +13,8 @@ from ._exceptions import BudgetExceededError, TrainingDivergedError
 from ._spec import DenseStack, FitResult, Parameters, TrainConfig, TrainingBudget
 
 Clock = Callable[[], float]
+#: Called between training steps; raising from it stops training at once (see ``TrainingBackend.fit``).
+Checkpoint = Callable[[], None]
 #: Gives the (inputs, targets) of the examples at the given indices, inputs already in the model's space.
 BatchSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -126,17 +128,24 @@ def run_steps(
     config: TrainConfig,
     budget: TrainingBudget | None,
     clock: Clock,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[list[float], int, bool, str | None, float]:
     """Call ``step(indices) -> loss`` over seeded batches until done or the wall-time budget would be overrun.
 
     Before each step the loop predicts the finish time from the mean step time so far and stops when that
-    would pass the budget. Returns (losses, examples seen, partial, stop reason, elapsed seconds).
+    would pass the budget. ``checkpoint`` is called before every step and once after the last; whatever it
+    raises propagates unchanged, with the steps before it applied. Returns (losses, examples seen, partial,
+    stop reason, elapsed seconds).
     """
     limit = budget.wall_time_s if budget is not None else None
     start = clock()
     losses: list[float] = []
     seen = 0
     for idx in batch_indices(n, config):
+        # Every step, not every k: RoundMonitor.checkpoint costs ~0.13 us between checks, under 0.5 % of the
+        # cheapest step measured (30-65 us for the digits head), so a coarser cadence would save nothing.
+        if checkpoint is not None:
+            checkpoint()
         if limit is not None:
             elapsed = clock() - start
             mean_step = elapsed / len(losses) if losses else 0.0
@@ -153,6 +162,8 @@ def run_steps(
             raise TrainingDivergedError(f"the loss became {loss} at step {len(losses) + 1}; lower learning_rate")
         losses.append(loss)
         seen += int(idx.shape[0])
+    if checkpoint is not None:
+        checkpoint()
     return losses, seen, False, None, clock() - start
 
 
@@ -166,8 +177,12 @@ def fit_dense(
     clock: Clock,
     estimate: int,
     metadata: dict[str, object] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
-    """Train ``model``'s trainable parameters in place on batches from ``source`` and report the result."""
+    """Train ``model``'s trainable parameters in place on batches from ``source`` and report the result.
+
+    When ``checkpoint`` raises, the exception propagates and ``model`` keeps the steps completed before it.
+    """
     check_ram_budget(estimate, budget)
     optimizer = Optimizer(config, model.trainable())
 
@@ -179,7 +194,9 @@ def fit_dense(
         return loss
 
     with blas_threads(config.blas_threads):
-        losses, seen, partial, reason, elapsed = run_steps(step, n=n, config=config, budget=budget, clock=clock)
+        losses, seen, partial, reason, elapsed = run_steps(
+            step, n=n, config=config, budget=budget, clock=clock, checkpoint=checkpoint
+        )
     return FitResult(
         parameters={name: p.copy() for name, p in model.trainable().items()},
         num_examples=n,

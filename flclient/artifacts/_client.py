@@ -18,7 +18,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -46,6 +45,7 @@ from .._errors import (
     MetadataUntrusted,
     TlsError,
 )
+from .._lifetime import Resource
 from .._tables import check_keys, config_path
 from ._cache import ArtifactCache, CachedArtifact
 from ._fetcher import HttpxFetcher
@@ -141,7 +141,7 @@ def _now() -> float:
     return time.time()
 
 
-class TrustedArtifacts:
+class TrustedArtifacts(Resource):
     """Feature modules and model checkpoints fetched through TUF and kept in a verified cache.
 
     ``clock`` (epoch seconds) is the device's notion of now: TUF checks metadata expiry against it and the
@@ -183,7 +183,6 @@ class TrustedArtifacts:
         )
         self._updater: Updater | None = None
         self._pool: ThreadPoolExecutor | None = None  # runs a download while its metadata is verified
-        self._closed = False
         base = config.repository_url.rstrip("/")
         self._metadata_url = f"{base}/metadata/"
         self._targets_url = f"{base}/targets/"
@@ -335,28 +334,13 @@ class TrustedArtifacts:
         return checkpoint
 
     # -- lifetime ----------------------------------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("TrustedArtifacts used after close()")
-
-    def close(self) -> None:
-        """Persist cache use times and close the fetcher (if this object made it); idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Persist cache use times, stop the download pool and close the fetcher (if this object made it)."""
         self.cache.flush()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         if self._own_fetcher and isinstance(self._fetcher, HttpxFetcher):
             self._fetcher.close()
-
-    def __enter__(self) -> TrustedArtifacts:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class _Download:

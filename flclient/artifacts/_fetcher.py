@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
+from .._lifetime import Resource
 from ._tls import TlsConfig, tls_failure
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["HttpxFetcher"]
 
 
-class HttpxFetcher(FetcherInterface):
+class HttpxFetcher(Resource, FetcherInterface):
     """Downloads with one keep-alive ``httpx.Client``; the TLS settings come from a :class:`TlsConfig`.
 
     ``timeout_s`` bounds connecting and each read; ``deadline_s`` bounds a whole download (slow-retrieval
@@ -58,11 +58,14 @@ class HttpxFetcher(FetcherInterface):
             headers={"Accept-Encoding": "identity", "User-Agent": "flclient-artifacts"},
             transport=transport,
         )
-        self._closed = False
+
+    def fetch(self, url: str) -> Iterator[bytes]:
+        """Stream ``url`` (see ``FetcherInterface.fetch``); after :meth:`close` raises
+        :class:`~flclient.ResourceClosedError`, which tuf would otherwise report as a failed download."""
+        self._check_open()
+        return super().fetch(url)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        if self._closed:
-            raise RuntimeError("fetcher used after close()")
         started = self._clock()
         try:
             response = self._client.send(self._client.build_request("GET", url), stream=True)
@@ -94,16 +97,5 @@ class HttpxFetcher(FetcherInterface):
             return tuf_exceptions.SlowRetrievalError(f"{url}: {type(exc).__name__}")
         return tuf_exceptions.DownloadError(f"{url}: {type(exc).__name__}: {exc}")
 
-    def close(self) -> None:
-        """Close the connection pool; idempotent."""
-        if not self._closed:
-            self._closed = True
-            self._client.close()
-
-    def __enter__(self) -> HttpxFetcher:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        self._client.close()  # the connection pool

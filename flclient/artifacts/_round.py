@@ -51,6 +51,7 @@ from .._errors import (
     TlsVerificationFailed,
 )
 from .._tables import check_keys, config_path
+from ..protocol import Key, ModelPin, Record, RoundInfo
 from ._pins import ArtifactPin
 from ._signed import UpdateContext, encode_checkpoint, sign_update, verify_checkpoint
 
@@ -71,13 +72,13 @@ __all__ = [
     "update_payload",
 ]
 
-# Task config keys (set by the server plugin) and the reply record the device adds.
-MODEL_PIN = "model-pin"
-MODEL_SHA256 = "model-sha256"
-MODEL_SIGNATURE = "model-signature"
-SIGNATURE_RECORD = "signature"
-UPDATE_SIGNATURE = "update-signature"
-UPDATE_KEY = "update-key"
+# The protocol's names for the task keys and the reply record this module deals in.
+MODEL_PIN = Key.MODEL_PIN
+MODEL_SHA256 = Key.MODEL_SHA256
+MODEL_SIGNATURE = Key.MODEL_SIGNATURE
+SIGNATURE_RECORD = Record.SIGNATURE
+UPDATE_SIGNATURE = Record.UPDATE_SIGNATURE
+UPDATE_KEY = Record.UPDATE_KEY
 
 _REASONS: tuple[tuple[type[FLClientError], str], ...] = (
     (ArtifactNotFound, "artifact-not-found"),
@@ -180,36 +181,20 @@ def update_payload(reply_arrays: Mapping[str, np.ndarray] | None, encoded: bytes
     return encode_checkpoint(reply_arrays, model_version=model_version)
 
 
-def _int(config: Mapping[str, Any], key: str) -> int:
-    value = config.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
-        raise TaskDeclined("bad-config", f"config {key!r} must be a non-negative whole number, got {value!r}")
-    return int(value)
-
-
-def _run_id(config: Mapping[str, Any]) -> int:
-    # The server sends the run id as a decimal string: Flower's ids are uint64, ConfigRecord integers sint64.
-    value = config.get("run-id", 0)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return _int(config, "run-id")
-
-
 @dataclass
 class RoundTrust:
-    """The device's trust in one place: TUF artifacts, trusted model keys, the update key and the node id.
+    """The device's trust in one place: TUF artifacts, trusted model keys and the update key.
 
     ``artifacts`` fetches modules and checkpoints that are not local (``None``: local modules only);
     ``model_keys`` verify ``model-signature``; with ``require_signed_models`` a model that is neither a TUF
-    checkpoint nor signed by one of them is declined; ``update_key`` signs train replies once ``node_id``
-    (given by SuperLink at connect) is known.
+    checkpoint nor signed by one of them is declined; ``update_key`` signs train replies for the node id
+    SuperLink gave the device at connect.
     """
 
     artifacts: TrustedArtifacts | None = None
     model_keys: tuple[Ed25519PublicKey, ...] = ()
     require_signed_models: bool = False
     update_key: Ed25519PrivateKey | None = None
-    node_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.require_signed_models and not self.model_keys and self.artifacts is None:
@@ -256,18 +241,21 @@ class RoundTrust:
             raise TaskDeclined(refusal_reason(exc), f"feature module {pin}: {exc}") from exc
 
     # -- the global model ----------------------------------------------------------------------------------------
-    def global_model(self, arrays: Mapping[str, np.ndarray] | None, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The global model to load: from its TUF pin when the task names one, else the task's arrays; checked
-        against ``model-signature`` when the device holds model keys. Declines (``model-untrusted``,
+    def global_model(
+        self,
+        arrays: Mapping[str, np.ndarray] | None,
+        *,
+        pin: ModelPin | None,
+        signature: bytes | None,
+        version: int,
+    ) -> dict[str, np.ndarray]:
+        """The global model to load: from its TUF ``pin`` when the task names one, else the task's arrays; checked
+        against the model ``signature`` when the device holds model keys. Declines (``model-untrusted``,
         ``model-signature-missing``, ``model-signature-invalid``, or an artifact refusal) otherwise."""
-        version = _int(config, "model-version")
         via_tuf = False
-        pin_spec, pin_sha = config.get(MODEL_PIN), config.get(MODEL_SHA256)
-        if pin_spec is not None or pin_sha is not None:
-            if not isinstance(pin_spec, str) or not isinstance(pin_sha, str):
-                raise TaskDeclined("bad-config", f"{MODEL_PIN} ('name@version') and {MODEL_SHA256} go together")
+        if pin is not None:
             if self.artifacts is not None:
-                arrays = self._checkpoint(pin_spec, pin_sha, version)
+                arrays = self._checkpoint(pin, version)
                 via_tuf = True
             elif arrays is None:
                 raise TaskDeclined(
@@ -275,10 +263,7 @@ class RoundTrust:
                 )
         if arrays is None:
             raise TaskDeclined("no-model", "the instruction carries no 'arrays' record and no model pin")
-        signature = config.get(MODEL_SIGNATURE)
         if signature is not None and self.model_keys:
-            if not isinstance(signature, bytes):
-                raise TaskDeclined("model-signature-invalid", f"{MODEL_SIGNATURE} must be bytes")
             try:
                 verify_checkpoint(arrays, model_version=version, signature=signature, trusted_keys=self.model_keys)
             except CheckpointError as exc:
@@ -291,10 +276,10 @@ class RoundTrust:
             raise TaskDeclined("model-untrusted", f"model v{version} is signed, but this device holds no model key")
         return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
 
-    def _checkpoint(self, spec: str, sha256: str, version: int) -> Mapping[str, np.ndarray]:
+    def _checkpoint(self, model: ModelPin, version: int) -> Mapping[str, np.ndarray]:
         assert self.artifacts is not None
         try:
-            pin = ArtifactPin.parse("checkpoint", spec, sha256=sha256)
+            pin = ArtifactPin(kind="checkpoint", name=model.name, version=model.version, sha256=model.sha256)
         except ValueError as exc:
             raise TaskDeclined("bad-config", f"{MODEL_PIN}: {exc}") from exc
         if pin.version != str(version):
@@ -307,24 +292,22 @@ class RoundTrust:
             raise TaskDeclined(refusal_reason(exc), f"model checkpoint {pin}: {exc}") from exc
 
     # -- the reply -----------------------------------------------------------------------------------------------
-    def sign_reply(self, payload: bytes, config: Mapping[str, Any]) -> dict[str, bytes] | None:
-        """The ``"signature"`` record's values for a train reply whose update bytes are ``payload`` (see
-        :func:`update_payload`), or ``None`` when the device has no update key or no node id yet."""
-        if self.update_key is None or self.node_id is None:
+    def sign_reply(self, payload: bytes, round_info: RoundInfo, *, node_id: int) -> tuple[bytes, bytes] | None:
+        """The device's signature over a train reply whose update bytes are ``payload`` (see
+        :func:`update_payload`) for this run, round, node and model version, and its public key (PEM); ``None``
+        when the device has no update key."""
+        if self.update_key is None:
             return None
         context = UpdateContext(
-            run_id=_run_id(config),
-            server_round=_int(config, "server-round"),
-            node_id=self.node_id,
-            model_version=_int(config, "model-version"),
+            run_id=round_info.run_id,
+            server_round=round_info.server_round,
+            node_id=node_id,
+            model_version=round_info.model_version,
         )
         public = self.update_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        return {
-            UPDATE_SIGNATURE: sign_update(payload, context=context, private_key=self.update_key),
-            UPDATE_KEY: public,
-        }
+        return sign_update(payload, context=context, private_key=self.update_key), public
 
     def close(self) -> None:
         """Close the artifacts client; idempotent."""

@@ -39,6 +39,7 @@ from .._errors import (
     FeatureTimeout,
     FeatureTrap,
 )
+from .._lifetime import Resource
 from ._abi import (
     ABI_VERSION,
     ALLOWED_IMPORTS,
@@ -315,7 +316,7 @@ def declared_manifest(data: bytes, *, limits: SandboxLimits | None = None, label
         sandbox.close()
 
 
-class FeatureModule:
+class FeatureModule(Resource):
     """A verified, compiled feature module and a sandboxed instance of it.
 
     Load one with :meth:`load` (a file) or :meth:`from_bytes`, then call :meth:`extract`::
@@ -431,18 +432,12 @@ class FeatureModule:
 
     # ---- lifetime ----------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Release the instance, watchdog and engine. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Release the instance, watchdog and engine (``close()``, idempotent, calls this once)."""
         self._sandbox.close()
 
-    def __enter__(self) -> FeatureModule:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return f"FeatureModule {self.manifest.name!r}"
 
     def __repr__(self) -> str:
         return f"<FeatureModule {self.manifest.name} {self.manifest.version} sha256={self.sha256[:12]}>"
@@ -461,8 +456,7 @@ class FeatureModule:
         ``RowStatus.OK`` have all outputs zero. Raises :class:`FeatureInputError` for bad input and a
         :class:`FeatureSandboxError` subclass when the module misbehaves.
         """
-        if self._closed:
-            raise ValueError("this FeatureModule is closed")
+        self._check_open()
         inputs, n = self._convert_inputs(columns)
         step = self._rows_per_call
         with self._lock:

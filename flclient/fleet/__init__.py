@@ -1,10 +1,13 @@
 """Flower's Fleet API for devices: an httpx client, the content-addressed object codec and the transport seam.
 
+:class:`MemorySuperLink` is an in-memory SuperLink behind that seam, for testing devices without a network.
+
 The device never imports ``flwr``: the messages it needs are declared in ``_proto/flclient_fleet.proto`` with
 Flower's field numbers (flwr 1.41.0, see :data:`FLEET_PROTOCOL_VERSION`).
 """
 
 from ._client import FLEET_PROTOCOL_VERSION, FleetClient, NodeKey, PulledMessage, RetryPolicy, TrafficCounter
+from ._memory import MemorySuperLink, StoredReply
 from ._objects import (
     CHUNK_SIZE,
     ArrayRecord,
@@ -28,12 +31,14 @@ __all__ = [
     "EncodedMessage",
     "FleetClient",
     "HttpxTransport",
+    "MemorySuperLink",
     "MetricRecord",
     "MockTransport",
     "NodeKey",
     "PulledMessage",
     "RecordDict",
     "RetryPolicy",
+    "StoredReply",
     "TrafficCounter",
     "Transport",
     "TransportError",

@@ -29,6 +29,7 @@ from .._errors import (
     FleetUnavailable,
     ObjectIntegrityError,
 )
+from .._lifetime import Resource
 from ._objects import DecodeLimits, EncodedMessage, iter_tree_ids, object_id
 from ._proto import flclient_fleet_pb2 as pb
 from ._transport import Transport, TransportError, TransportResponse
@@ -153,16 +154,19 @@ class _PreconditionFailed(FleetProtocolError):
 
 
 @dataclass
-class FleetClient:
+class FleetClient(Resource):
     """The Fleet API, one method per call; raises the :class:`~flclient.FleetError` family.
+
+    The client owns its transport: ``close()`` (or leaving a ``with`` block) closes it, and a call after that
+    raises :class:`~flclient.ResourceClosedError`.
 
     Example::
 
-        client = FleetClient(HttpxTransport("http://127.0.0.1:9093"), NodeKey.generate())
-        client.ensure_registered()
-        node_id = client.activate(heartbeat_interval_s=30)
-        for msg in client.pull_messages(node_id):
-            objects = client.pull_objects(node_id, msg)
+        with FleetClient(HttpxTransport("http://127.0.0.1:9093"), NodeKey.generate()) as client:
+            client.ensure_registered()
+            node_id = client.activate(heartbeat_interval_s=30)
+            for msg in client.pull_messages(node_id):
+                objects = client.pull_objects(node_id, msg)
     """
 
     transport: Transport
@@ -323,8 +327,13 @@ class FleetClient:
         )
         return bool(self._call("push-object", pushed, pb.PushObjectResponse).stored)
 
+    # -- lifetime ------------------------------------------------------------------------------------------------
+    def _release(self) -> None:
+        self.transport.close()
+
     # -- the one place that talks HTTP ---------------------------------------------------------------------
     def _call(self, name: str, request: ProtoMessage, response_type: type[_R]) -> _R:
+        self._check_open()
         body = request.SerializeToString()
         delays = self.retry.delays(self.rng)
         while True:

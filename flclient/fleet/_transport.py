@@ -5,9 +5,10 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
+
+from .._lifetime import Resource
 
 if TYPE_CHECKING:
     from ..artifacts import TlsConfig
@@ -44,7 +45,7 @@ class Transport(Protocol):
         ...
 
 
-class HttpxTransport:
+class HttpxTransport(Resource):
     """A :class:`Transport` over an ``httpx.Client`` (HTTP/1.1, keep-alive) to ``base_url``.
 
     ``tls`` pins the CA bundle and presents a client certificate (:class:`~flclient.artifacts.TlsConfig`);
@@ -63,12 +64,10 @@ class HttpxTransport:
                 raise ValueError(f"TLS settings need an https base_url, got {base_url!r}")
             verify = tls.ssl_context()
         self._client = httpx.Client(base_url=base_url, verify=verify, trust_env=False)
-        self._closed = False
 
     def post(self, path: str, content: bytes, headers: Mapping[str, str], timeout_s: float) -> TransportResponse:
         """POST through httpx; every httpx transport failure becomes :class:`TransportError`."""
-        if self._closed:
-            raise RuntimeError("transport used after close()")
+        self._check_open()
         try:
             r = self._client.post(path, content=content, headers=dict(headers), timeout=timeout_s)
         except self._httpx.TransportError as exc:
@@ -80,19 +79,11 @@ class HttpxTransport:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return TransportResponse(status=r.status_code, content=r.content, headers=dict(r.headers))
 
-    def close(self) -> None:
-        """Close the connection pool."""
-        if not self._closed:
-            self._closed = True
-            self._client.close()
+    def _release(self) -> None:
+        self._client.close()  # the connection pool
 
-    def __enter__(self) -> HttpxTransport:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _describe(self) -> str:
+        return f"HttpxTransport to {self._host}"
 
 
 Handler = Callable[[str, bytes, Mapping[str, str]], TransportResponse]

@@ -69,7 +69,6 @@ class SqliteSecAggStore(SqliteFile):
             " state TEXT NOT NULL, request_digest BLOB NOT NULL, reply BLOB NOT NULL);"
             " CREATE TABLE IF NOT EXISTS secagg_meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
             open_error=lambda why: SecAggStateError(f"cannot open the SecAgg state store {path}: {why}"),
-            closed_error=lambda: ValueError("the SecAgg store is closed"),
         )
 
     def identity(self) -> Ed25519PrivateKey:
@@ -86,14 +85,11 @@ class SqliteSecAggStore(SqliteFile):
         return Ed25519PrivateKey.from_private_bytes(bytes(row[0]))
 
     def load(self, round_id: bytes) -> RoundRecord | None:
+        db = self._conn()  # outside the try: a closed store is the caller's mistake, not unreadable state
         try:
-            row = (
-                self._conn()
-                .execute(
-                    "SELECT stage, state, request_digest, reply FROM secagg_rounds WHERE round_id = ?", (round_id,)
-                )
-                .fetchone()
-            )
+            row = db.execute(
+                "SELECT stage, state, request_digest, reply FROM secagg_rounds WHERE round_id = ?", (round_id,)
+            ).fetchone()
             if row is None:
                 return None
             return RoundRecord(

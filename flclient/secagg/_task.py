@@ -1,9 +1,9 @@
-"""The device-side hook: answer SecAgg stage instructions, running local training only for the masked input.
+"""The device-side answer to SecAgg+ stage requests, running local training only for the masked input.
 
-An instruction takes part in SecAgg when its content holds a ``"secagg"`` ConfigRecord with ``"request"``
-(bytes); the reply carries ``"secagg"`` with ``"reply"`` (bytes). At the collect stage the wrapped training
-function runs on the instruction (its ``"arrays"`` and ``"config"``); the delta ``new - old`` (layers in sorted
-order) is L2-clipped to ``clip_norm`` and masked, and the trained weights themselves never leave the device.
+The round contract carries a stage as :class:`flclient.protocol.SecAggStage` (the coordinator's request bytes;
+at the collect stage also the train task) and the answer as :class:`flclient.protocol.SecAggReply`. At the
+collect stage ``update()`` trains and returns the delta ``new - old`` (layers in sorted order); it is L2-clipped
+to ``clip_norm`` and masked here, and the trained weights themselves never leave the device.
 """
 
 from __future__ import annotations
@@ -13,21 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._errors import SecAggProtocolError
-from ..fleet._objects import ArrayRecord, ConfigRecord, RecordDict
 from . import _messages as m
-from ._compose import flatten_update
 from ._device import SecAggDevice
 
-__all__ = ["RECORD", "SecAggTaskHandler"]
-
-RECORD = "secagg"
-Train = Callable[[RecordDict], RecordDict]
+__all__ = ["SecAggTaskHandler"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SecAggTaskHandler:
-    """Wraps a device's training for SecAgg rounds; see the module docstring for the message layout."""
+    """One node's SecAgg+ device with the clip applied to its masked input."""
 
     device: SecAggDevice
     clip_norm: float | None = None
@@ -36,42 +30,16 @@ class SecAggTaskHandler:
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
 
-    @staticmethod
-    def wants(content: RecordDict) -> bool:
-        """Whether an instruction is a SecAgg stage."""
-        rec = content.get(RECORD)
-        return isinstance(rec, ConfigRecord) and isinstance(rec.values.get("request"), bytes)
+    def answer(self, request: bytes, update: Callable[[], np.ndarray] | None = None) -> bytes:
+        """The reply bytes to one stage request; ``update`` computes the delta when the stage is collect."""
+        if m.decode_request(request).stage != m.STAGE_COLLECT or update is None:
+            return self.device.handle(request)
 
-    def run(self, content: RecordDict, train: Train) -> RecordDict:
-        """Answer one SecAgg stage instruction."""
-        rec = content.get(RECORD)
-        if not isinstance(rec, ConfigRecord) or not isinstance(rec.values.get("request"), bytes):
-            raise SecAggProtocolError("not a SecAgg instruction (no 'secagg' record with a 'request')")
-        request = rec.values["request"]
-        assert isinstance(request, bytes)
-        out: RecordDict = {}
-        if m.decode_request(request).stage != m.STAGE_COLLECT:
-            out[RECORD] = ConfigRecord({"reply": self.device.handle(request)})
-            return out
-        result: RecordDict = {}
-
-        def update() -> np.ndarray:
-            nonlocal result
-            old = content.get("arrays")
-            if not isinstance(old, ArrayRecord):
-                raise SecAggProtocolError("the collect stage carries no model ('arrays')")
-            result = train({k: v for k, v in content.items() if k != RECORD})
-            new = result.get("arrays")
-            if not isinstance(new, ArrayRecord):
-                raise SecAggProtocolError("local training returned no 'arrays'")
-            names = sorted(old.arrays)
-            delta = flatten_update(new.arrays, names)[0] - flatten_update(old.arrays, names)[0]
+        def clipped() -> np.ndarray:
+            delta = update()
             norm = float(np.linalg.norm(delta))
             if self.clip_norm is not None and norm > self.clip_norm:
-                delta *= np.float32(self.clip_norm / norm)
+                delta = delta * np.float32(self.clip_norm / norm)
             return delta
 
-        out[RECORD] = ConfigRecord({"reply": self.device.handle(request, update=update)})
-        if "metrics" in result:
-            out["metrics"] = result["metrics"]
-        return out
+        return self.device.handle(request, update=clipped)

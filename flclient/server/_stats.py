@@ -8,7 +8,6 @@ Scalers are versioned (:class:`ScalerStore`) and the version travels with every 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write_bytes
+from ..protocol import Scaler
 
 __all__ = ["FeatureStats", "Scaler", "ScalerStore", "federated_scaler"]
 
@@ -27,36 +27,6 @@ class FeatureStats:
     sum: np.ndarray
     sumsq: np.ndarray
     count: int
-
-
-@dataclass(frozen=True)
-class Scaler:
-    """A global standardiser for a feature module's numeric columns, in manifest order."""
-
-    version: int
-    module_sha256: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    count: int
-
-    def to_json(self) -> str:
-        """The task config's ``scaler`` value (what devices parse)."""
-        return json.dumps(
-            {
-                "version": self.version,
-                "module-sha256": self.module_sha256,
-                "mean": list(self.mean),
-                "std": list(self.std),
-                "count": self.count,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Scaler:
-        """Inverse of :meth:`to_json`."""
-        d = json.loads(text)
-        return cls(int(d["version"]), str(d["module-sha256"]), tuple(d["mean"]), tuple(d["std"]), int(d["count"]))
 
 
 def federated_scaler(
@@ -78,7 +48,13 @@ def federated_scaler(
     std = np.where(std > min_std, std, 1.0)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
         raise ValueError("the feature statistics are not finite")
-    return Scaler(version, module_sha256, tuple(float(v) for v in mean), tuple(float(v) for v in std), n)
+    return Scaler(
+        version=version,
+        module_sha256=module_sha256,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        count=n,
+    )
 
 
 class ScalerStore:

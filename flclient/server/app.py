@@ -44,16 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from .._errors import SecAggAborted, TaskDeclined, UpdateCodecError
-from .._personal import personal_parameter_names
+from .._errors import ProtocolError, SecAggAborted, UpdateCodecError
+from ..protocol import ErrorReply, ModelSpec
 from ._aggregate import DeviceUpdate, aggregate, apply_encoded_update
 from ._dp import CentralDP, central_dp_aggregate
 from ._exchange import send_and_receive
 from ._history import ModelHistory
 from ._optim import ServerOptimizer
+from ._plan import TaskPlan, plan_from_config
 from ._rounds import RoundCollector, RoundRules
 from ._runconfig import truthy
 from ._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
@@ -66,11 +67,10 @@ app = ServerApp()
 _DEFAULT_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
 
 
-def _init_params(spec_json: str, seed: int) -> dict[str, np.ndarray]:
-    spec = json.loads(spec_json)
+def _init_params(model: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for i, (n_in, n_out, _) in enumerate(spec["layers"]):
+    for i, (n_in, n_out) in enumerate((ly.in_features, ly.out_features) for ly in model.layers):
         out[f"dense{i}_weight"] = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / (n_in + n_out))).astype(
             np.float32
         )
@@ -111,72 +111,45 @@ def _send(grid: Grid, nodes: list[int], kind: str, content: RecordDict, group: s
 
 
 def _failure_reason(reply: Message) -> str:
-    reason = reply.error.reason or ""
-    return reason.split(":", 2)[1].strip() if reason.startswith(("declined:", "rejected:", "failed:")) else reason[:80]
+    """How a failed reply is counted: the device's error code, or Flower's own error (node unavailable, ...)."""
+    try:
+        return ErrorReply.from_reason(reply.error.reason or "").code
+    except ProtocolError:
+        return f"flower-error-{reply.error.code}"
 
 
 def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     """The server loop: send train tasks, decode and aggregate replies, version the model, evaluate."""
     rounds = int(cfg.get("num-server-rounds", 3))
-    spec = str(cfg.get("model-spec", _DEFAULT_SPEC))
     history = ModelHistory(Path(str(cfg.get("history-dir", "flclient-models"))))
     metrics = _Metrics(str(cfg.get("metrics-path", "")))
     trust = ServerTrust.from_config(cfg, history_dir=Path(str(cfg.get("history-dir", "flclient-models"))))
+    plan = plan_from_config(cfg, default_model=_DEFAULT_SPEC)
+    personal = plan.personal
     start = int(cfg.get("start-version", 0))
     if start:
         params = history.load(start)
         version = history.rollback(start, "start-version")
     else:
-        params = _init_params(spec, int(cfg.get("init-seed", 0)))
+        params = _init_params(plan.model, int(cfg.get("init-seed", 0)))
         version = history.commit(params, {"round": 0, "init": True})
-    task_config: dict[str, Any] = {
-        "model-spec": spec,
-        "lr": float(cfg.get("lr", 0.1)),
-        "epochs": int(cfg.get("epochs", 1)),
-        "batch-size": int(cfg.get("batch-size", 32)),
-        "seed": int(cfg.get("seed", 0)),
-        "eval-fraction": float(cfg.get("eval-fraction", 0.2)),
-    }
-    if float(cfg.get("proximal-mu", 0.0)):
-        task_config["proximal-mu"] = float(cfg["proximal-mu"])
-    if int(cfg.get("personal-layers", 0)):
-        task_config["personal-layers"] = int(cfg["personal-layers"])
-    try:
-        personal = personal_parameter_names(task_config)
-    except TaskDeclined as exc:
-        raise ValueError(exc.detail) from exc
-    if cfg.get("feature-module"):
-        task_config["feature-module"] = str(cfg["feature-module"])
-        task_config["feature-module-sha256"] = str(cfg.get("feature-module-sha256", ""))
-    if cfg.get("feature-scale"):
-        task_config["feature-scale"] = [float(s) for s in str(cfg["feature-scale"]).split(",")]
-    for key in ("update-codec", "dp-mode"):
-        if cfg.get(key):
-            task_config[key] = str(cfg[key])
-    for key in ("clip-norm", "topk-fraction", "dp-noise-multiplier"):
-        if key in cfg:
-            task_config[key] = float(cfg[key])
-    if task_config.get("dp-mode", "local") not in ("local", "central"):
-        raise ValueError("dp-mode must be 'local' (devices add noise) or 'central' (this server adds it)")
     secagg = truthy(cfg.get("secagg", False))
     central_dp = None
-    if task_config.get("dp-mode") == "central":
+    if plan.update.noise_multiplier and plan.update.dp_mode == "central":
         central_dp = CentralDP(
-            clip_norm=float(task_config.get("clip-norm", 0.0)),
-            noise_multiplier=float(task_config.get("dp-noise-multiplier", 0.0)),
+            clip_norm=plan.update.clip_norm,
+            noise_multiplier=plan.update.noise_multiplier,
             delta=float(cfg.get("dp-delta", 1e-5)),
         )
-        if not task_config.get("update-codec"):
-            task_config["update-codec"] = "fp32"  # the devices' pipeline clips; it runs with an update codec
         if secagg or str(cfg.get("aggregation", "fedavg")) != "fedavg":
             raise ValueError("dp-mode central needs plain fedavg aggregation without secagg")
     dp_rounds: list[float] = []  # the sampling rate of every noised round so far
     dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
-    if truthy(cfg.get("federated-scaler", False)) and not task_config.get("feature-module"):
+    if truthy(cfg.get("federated-scaler", False)) and plan.pins.feature_module is None:
         raise ValueError("federated-scaler needs a pinned feature-module")
     if secagg and personal:
         raise ValueError("secagg and personal-layers exclude each other: SecAgg masks the whole model")
-    if secagg and task_config.get("update-codec"):
+    if secagg and plan.update.codec is not None:
         raise ValueError("secagg and update-codec exclude each other: SecAgg masks its own quantised update")
     tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
     method = str(cfg.get("aggregation", "fedavg"))
@@ -192,9 +165,7 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
     metrics.write({"event": "start", "nodes": len(nodes), "version": version, "rounds": rounds})
     if truthy(cfg.get("federated-scaler", False)):
         store = ScalerStore(Path(str(cfg.get("history-dir", "flclient-models"))) / "scalers")
-        scaler = _stats_round(grid, nodes, task_config, store, timeout, metrics)
-        task_config["scaler"] = scaler.to_json()
-        task_config["scaler-version"] = scaler.version
+        plan = plan.with_scaler(_stats_round(grid, nodes, plan, store, timeout, metrics))
     eval_every = int(cfg.get("eval-every", 0))
     schedule: list[tuple[int, bool]] = []
     for r in range(1, rounds + 1):
@@ -206,12 +177,8 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
         group = str(rnd) if not evaluating or rnd == rounds + 1 else f"eval-{rnd}"
         nodes = sorted(grid.get_node_ids())
         t0 = time.monotonic()
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in params.items()}),
-                "config": ConfigRecord({**task_config, "server-round": rnd, "model-version": version}),
-            }
-        )
+        build = plan.evaluate if evaluating else plan.train
+        content = build(params, server_round=rnd, version=version)
         if trust is not None:  # signed model, TUF checkpoint pin (see flclient.server._trust)
             trust.prepare(content, params, version=version, run_id=grid.run.run_id)
         kind = MessageType.EVALUATE if evaluating else MessageType.TRAIN
@@ -334,15 +301,14 @@ def run_federation(grid: Grid, cfg: Mapping[str, Any]) -> None:
 def _stats_round(
     grid: Grid,
     nodes: list[int],
-    task_config: Mapping[str, Any],
+    plan: TaskPlan,
     store: ScalerStore,
     timeout: float,
     metrics: _Metrics,
 ) -> Scaler:
     """A ``feature-stats`` query round: the devices' sums give the global scaler, stored as a new version."""
     t0 = time.monotonic()
-    content = RecordDict({"config": ConfigRecord({**task_config, "query": "feature-stats"})})
-    replies = _send(grid, nodes, MessageType.QUERY, content, "stats", timeout)
+    replies = _send(grid, nodes, MessageType.QUERY, plan.stats_query(), "stats", timeout)
     stats: list[FeatureStats] = []
     failures: dict[str, int] = {}
     for reply in replies:
@@ -357,9 +323,8 @@ def _stats_round(
             )
         except (KeyError, ValueError) as exc:
             failures[f"bad stats: {exc}"] = failures.get(f"bad stats: {exc}", 0) + 1
-    scaler = federated_scaler(
-        stats, version=store.next_version(), module_sha256=str(task_config.get("feature-module-sha256", ""))
-    )
+    pin = plan.pins.feature_module
+    scaler = federated_scaler(stats, version=store.next_version(), module_sha256=pin.sha256 if pin else "")
     store.save(scaler)
     metrics.write(
         {

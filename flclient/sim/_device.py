@@ -38,7 +38,7 @@ from ..fleet import (
     encode_message,
 )
 from ..fleet._proto import flclient_fleet_pb2 as pb
-from ..gate._fleet import FleetConfig, _VirtualDevice
+from ._fleet import FleetConfig, _VirtualDevice
 
 __all__ = ["DeviceEvent", "EventLog", "SimClock", "VirtualDevice"]
 
@@ -174,7 +174,7 @@ class VirtualDevice:
                         break
         finally:
             self._go_offline()
-            self.fleet.transport.close()
+            self.fleet.close()
 
     def _one_hour(self, stop: threading.Event) -> None:
         if not self._registered:

@@ -4,7 +4,7 @@
 :class:`~flclient.sim.VirtualDevice` (each with its own Fleet API connection; they sleep most of the time, so a
 few hundred fit in one process), submits the ServerApp with over-selection, a round deadline and partial
 aggregation (:mod:`flclient.server._rounds`), follows its per-round metrics and returns a
-:class:`~flclient.gate._fleet.FleetReport` (the same report, summary and plots as the virtual-time simulator)
+:class:`~flclient.sim.FleetReport` (the same report, summary and plots as the virtual-time simulator)
 plus the wall-clock figures of the run.
 """
 
@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 
 from .._errors import GateError
-from ..gate._fleet import _FEATURES, FleetConfig, FleetReport, RoundReport, build_devices
-from ..gate._policy import EligibilityPolicy
-from ..gate._profiles import DeviceProfile
+from ..gate import DeviceProfile, EligibilityPolicy
 from ._device import DeviceEvent, EventLog, SimClock, VirtualDevice
+from ._fleet import _FEATURES, FleetConfig, FleetReport, RoundReport, build_devices
 
 __all__ = ["LiveFleetConfig", "LiveFleetResult", "run_live_fleet"]
 

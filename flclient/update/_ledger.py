@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import PrivacyBudgetExhausted, PrivacyLedgerError
+from .._errors import PrivacyBudgetExhausted, PrivacyLedgerClosed, PrivacyLedgerError
 from .._sqlite import SqliteFile
 from ._accounting import gaussian_rdp_rho, rdp_epsilon
 
@@ -83,6 +83,8 @@ class PrivacyLedger(SqliteFile):
                 ledger.mark_uploaded(entry)
     """
 
+    _closed_error = PrivacyLedgerClosed
+
     def __init__(self, path: Path, *, budget: PrivacyBudget, clock: Callable[[], float] = time.time) -> None:
         self.budget = budget
         self._clock = clock
@@ -90,7 +92,6 @@ class PrivacyLedger(SqliteFile):
             path,
             schema=_SCHEMA,
             open_error=lambda why: PrivacyLedgerError(f"cannot open the privacy ledger at {path}: {why}"),
-            closed_error=lambda: PrivacyLedgerError("the privacy ledger is closed"),
         )
 
     # queries

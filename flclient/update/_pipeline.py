@@ -197,7 +197,6 @@ class SqliteResidualStore(SqliteFile):
             schema="CREATE TABLE IF NOT EXISTS update_residuals"
             " (name TEXT PRIMARY KEY, shape TEXT NOT NULL, data BLOB)",
             open_error=lambda why: UpdateError(f"cannot open the residual store {path}: {why}"),
-            closed_error=lambda: ValueError("the residual store is closed"),
         )
 
     def load(self, name: str) -> F32 | None:

@@ -31,3 +31,25 @@ def test_every_runtime_error_is_in_one_family() -> None:
         obj = getattr(featurec, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, featurec.FeaturecError), name
+
+
+FEATUREC_PUBLIC = [
+    "BuildError",
+    "BuiltModule",
+    "CrateError",
+    "FeaturecError",
+    "GoldenMismatch",
+    "KeyFileError",
+    "NativeFeatureLibrary",
+    "ToolchainError",
+    "__version__",
+    "build_module",
+    "build_native",
+]
+
+
+def test_featurec_all_is_exactly_the_listed_set_and_every_name_resolves() -> None:
+    assert sorted(FEATUREC_PUBLIC) == FEATUREC_PUBLIC
+    assert featurec.__all__ == FEATUREC_PUBLIC
+    for name in featurec.__all__:
+        assert getattr(featurec, name) is not None, name

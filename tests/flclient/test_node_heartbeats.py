@@ -51,3 +51,17 @@ def test_a_failing_heartbeat_is_logged_and_the_next_one_still_goes() -> None:
 def test_the_period_must_be_positive() -> None:
     with pytest.raises(ValueError, match="period_s"):
         BackgroundHeartbeats(lambda: True, 0.0, lambda r: None)
+
+
+def test_one_heartbeat_per_period_on_an_injected_stop_signal() -> None:
+    from .stepped import SteppedStop
+
+    stop = SteppedStop()
+    calls: list[int] = []
+    with BackgroundHeartbeats(lambda: calls.append(1), 7.5, lambda r: None, stop=stop) as hb:
+        stop.tick()
+        stop.tick()
+        assert calls == [1, 1]  # one beat per period that passed, none without
+    hb._thread.join(10)
+    assert not hb._thread.is_alive() and hb.beats == 2 and calls == [1, 1]
+    assert stop.timeouts == [7.5, 7.5, 7.5]  # waited a period each time, the last wait ended by the task's end

@@ -13,6 +13,8 @@ from flclient._task import LocalData, TaskExecutor
 from flclient.fleet._objects import ArrayRecord, ConfigRecord
 from flclient.gate import EligibilityPolicy, ManualClock, ParticipationGate, PowerState, SignalSnapshot, StaticSignals
 
+SPEC = json.dumps({"layers": [[3, 2, "none"]]})  # a valid task: the refusals below come before any work
+
 
 class _NoData:
     def load(self) -> LocalData:  # pragma: no cover - a declined task never reads the data
@@ -25,7 +27,7 @@ def test_on_battery_the_train_task_is_declined_not_eligible_with_reasons() -> No
     )
     gate = ParticipationGate(policy=EligibilityPolicy(), signals=StaticSignals(on_battery), clock=ManualClock())
     executor = TaskExecutor(data=_NoData(), gate=gate)
-    content = {"arrays": ArrayRecord({"w": np.zeros(3, np.float32)}), "config": ConfigRecord({})}
+    content = {"arrays": ArrayRecord({"w": np.zeros(3, np.float32)}), "config": ConfigRecord({"model-spec": SPEC})}
     with pytest.raises(TaskDeclined) as info:
         executor.run("train", content)
     assert info.value.reason == "not-eligible"
@@ -69,7 +71,7 @@ def test_a_dp_round_past_the_budget_is_declined_before_any_work(tmp_path: Path) 
 
     with PrivacyLedger(tmp_path / "p.sqlite", budget=PrivacyBudget(epsilon=1.0, delta=1e-5)) as ledger:
         executor = TaskExecutor(data=_NoData(), ledger=ledger)
-        config = {"update-codec": "fp16", "clip-norm": 1.0, "dp-noise-multiplier": 1.0}
+        config = {"model-spec": SPEC, "update-codec": "fp16", "clip-norm": 1.0, "dp-noise-multiplier": 1.0}
         content = {"arrays": ArrayRecord({"w": np.zeros(3, np.float32)}), "config": ConfigRecord(config)}
         with pytest.raises(TaskDeclined) as info:
             executor.run("train", content, message_id="m1")

@@ -38,3 +38,26 @@ def digits_mlp() -> DenseStack:
 
 def digits_mlp_parameters(seed: int = 0) -> dict[str, np.ndarray]:
     return init_parameters(digits_mlp(), rng=np.random.Generator(np.random.PCG64(seed)))
+
+
+class Abandon(Exception):
+    """Stands in for the gate's RoundAbandoned (runtimes does not import flclient)."""
+
+
+class CountingCheckpoint:
+    """A ``fit`` checkpoint that counts its calls and raises :class:`Abandon` from call ``fail_at`` on.
+
+    Like the gate's RoundMonitor, every call after the first failure raises again, so a backend that swallowed
+    the exception and went on would show more calls than ``fail_at``.
+    """
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.raised: Abandon | None = None
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            self.raised = Abandon(f"abandoned at checkpoint {self.calls}")
+            raise self.raised

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import types
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from runtimes import (
 )
 from runtimes._litert_backend import load_interpreter_class
 
-from .conftest import digits_mlp, digits_mlp_parameters
+from .conftest import Abandon, CountingCheckpoint, digits_mlp, digits_mlp_parameters
 
 
 def _litert_available() -> str | None:
@@ -176,3 +178,57 @@ def test_tflite_backbone_plus_head_equals_onnx_and_numpy(digits: TrainingData, f
         )
         expected = numpy_backend.fit(digits, config)
     np.testing.assert_allclose(result.loss_curve, expected.loss_curve, atol=1e-4)
+
+
+@needs_litert
+def test_train_signature_checkpoints_every_step(digits: TrainingData, fixtures_dir: Path) -> None:
+    config = TrainConfig(epochs=2, learning_rate=0.1, batch_size=32, seed=3)
+    checkpoint = CountingCheckpoint()
+    with create_backend("litert") as backend:
+        backend.load(TrainSignatureModel(path=fixtures_dir / "digits_mlp_train.tflite"), digits_mlp_parameters())
+        result = backend.fit(digits, config, checkpoint=checkpoint)
+    assert result.steps == 2 * (len(digits) // 32)
+    assert checkpoint.calls >= config.epochs
+    assert checkpoint.calls == result.steps + 1
+
+
+@needs_litert
+def test_train_signature_stops_at_a_raising_checkpoint(digits: TrainingData, fixtures_dir: Path) -> None:
+    model = TrainSignatureModel(path=fixtures_dir / "digits_mlp_train.tflite")
+    config = TrainConfig(epochs=2, learning_rate=0.1, batch_size=32, seed=3)
+    checkpoint = CountingCheckpoint(fail_at=3)
+    with create_backend("litert") as backend:
+        backend.load(model, digits_mlp_parameters())
+        with pytest.raises(Abandon) as info:
+            backend.fit(digits, config, checkpoint=checkpoint)
+        assert info.value is checkpoint.raised
+        assert checkpoint.calls == 3
+        aborted = backend.parameters()  # the interpreter's variables after the two completed steps
+    with create_backend("litert") as two_steps:
+        two_steps.load(model, digits_mlp_parameters())
+        expected = two_steps.fit(digits, dataclasses.replace(config, max_steps=2)).parameters
+    assert aborted.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(aborted[name], value)
+
+
+@needs_litert
+def test_tflite_backbone_checkpoints_and_stops(digits: TrainingData, fixtures_dir: Path) -> None:
+    head = DenseStack(layers=(DenseLayer(in_features=32, out_features=10),))
+    params = init_parameters(head, rng=np.random.default_rng(8))
+    model = BackboneModel(path=fixtures_dir / "backbone_64_32.tflite", head=head)
+    config = TrainConfig(epochs=2, learning_rate=0.1)
+    counting = CountingCheckpoint()
+    with create_backend("litert") as backend:
+        backend.load(model, params)
+        result = backend.fit(digits, config, checkpoint=counting)
+        assert counting.calls >= config.epochs
+        assert counting.calls == math.ceil(len(digits) / 512) + result.steps + 1  # backbone chunks, then steps
+        backend.load(model, params)
+        stopping = CountingCheckpoint(fail_at=3)
+        with pytest.raises(Abandon) as info:
+            backend.fit(digits, config, checkpoint=stopping)
+        assert info.value is stopping.raised
+        assert stopping.calls == 3
+        again = backend.fit(digits, config)  # the aborted cache fill left nothing behind
+    np.testing.assert_allclose(again.loss_curve, result.loss_curve, atol=1e-6)

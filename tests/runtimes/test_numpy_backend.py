@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -28,7 +29,7 @@ from runtimes import (
 from runtimes._numpy_backend import NumpyBackend
 from runtimes._protocol import TrainingBackend
 
-from .conftest import digits_mlp, digits_mlp_parameters
+from .conftest import Abandon, CountingCheckpoint, digits_mlp, digits_mlp_parameters
 
 
 def _fit(data: TrainingData, config: TrainConfig, spec: DenseStack | None = None, seed: int = 0) -> list[float]:
@@ -156,6 +157,39 @@ def test_wall_time_budget_gives_a_partial_but_valid_result(digits: TrainingData)
         assert all(np.all(np.isfinite(p)) for p in result.parameters.values())
         full = backend.fit(digits, TrainConfig(max_steps=3))
         assert not full.partial and full.stop_reason is None
+
+
+def test_checkpoint_is_called_every_step_and_leaves_training_unchanged(digits: TrainingData) -> None:
+    config = TrainConfig(epochs=3, learning_rate=0.1, seed=4)
+    checkpoint = CountingCheckpoint()
+    with create_backend("numpy") as backend:
+        backend.load(digits_mlp(), digits_mlp_parameters())
+        result = backend.fit(digits, config, checkpoint=checkpoint)
+    assert result.steps == 3 * 57
+    assert checkpoint.calls >= config.epochs
+    assert checkpoint.calls == result.steps + 1  # before every batch (k = 1) and once after the last
+    with create_backend("numpy") as plain:
+        plain.load(digits_mlp(), digits_mlp_parameters())
+        assert plain.fit(digits, config).loss_curve == result.loss_curve
+
+
+def test_a_raising_checkpoint_stops_training_and_propagates(digits: TrainingData) -> None:
+    config = TrainConfig(epochs=3, learning_rate=0.1, momentum=0.9, seed=4)
+    checkpoint = CountingCheckpoint(fail_at=3)
+    with create_backend("numpy") as backend:
+        backend.load(digits_mlp(), digits_mlp_parameters())
+        with pytest.raises(Abandon) as info:
+            backend.fit(digits, config, checkpoint=checkpoint)
+        assert info.value is checkpoint.raised  # the very exception, not wrapped
+        assert checkpoint.calls == 3
+        aborted = backend.parameters()
+    # As documented: the loaded parameters keep the two steps completed before the third checkpoint.
+    with create_backend("numpy") as two_steps:
+        two_steps.load(digits_mlp(), digits_mlp_parameters())
+        expected = two_steps.fit(digits, dataclasses.replace(config, max_steps=2)).parameters
+    assert aborted.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(aborted[name], value)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

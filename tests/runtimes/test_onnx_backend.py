@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -29,7 +31,10 @@ from runtimes import (
 
 pytest.importorskip("onnxruntime", reason="onnxruntime (extra 'onnx') is not installed")
 
+from runtimes._backbone import _CHUNK
 from runtimes._onnx_backend import OnnxBackend
+
+from .conftest import Abandon, CountingCheckpoint
 
 needs_onnx = pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None, reason="the onnx package (extra 'onnx') is not installed"
@@ -204,3 +209,60 @@ def test_missing_onnx_package_fails_only_for_extraction(
     )
     with pytest.raises(BackendUnavailableError, match=r"onnx package: pip install 'flclient\[onnx\]'"):
         backend.load(model)
+
+
+def test_checkpoint_runs_per_backbone_chunk_and_per_step(digits: TrainingData, fixtures_dir: Path) -> None:
+    config = TrainConfig(epochs=2, learning_rate=0.1)
+    chunks = math.ceil(len(digits) / _CHUNK)
+    backend = OnnxBackend()
+    with backend:
+        backend.load(BackboneModel(path=fixtures_dir / "backbone_64_32.onnx", head=HEAD), _head_params())
+        cold, warm = CountingCheckpoint(), CountingCheckpoint()
+        first = backend.fit(digits, config, checkpoint=cold)  # fills the activation cache
+        second = backend.fit(digits, config, checkpoint=warm)  # reads it
+    assert first.steps == second.steps == 2 * math.ceil(len(digits) / 32)
+    assert warm.calls >= config.epochs
+    assert warm.calls == second.steps + 1
+    assert cold.calls == first.steps + 1 + chunks
+
+
+def test_a_raising_checkpoint_while_filling_the_cache_leaves_it_empty(
+    digits: TrainingData, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    model = BackboneModel(path=fixtures_dir / "backbone_64_32.onnx", head=HEAD)
+    config = TrainConfig(epochs=1, learning_rate=0.1)
+    checkpoint = CountingCheckpoint(fail_at=3)  # the third of four backbone chunks
+    backend = OnnxBackend(BackendOptions(cache_ram_bytes=0, spill_dir=tmp_path))
+    with backend:
+        backend.load(model, _head_params())
+        with pytest.raises(Abandon) as info:
+            backend.fit(digits, config, checkpoint=checkpoint)
+        assert info.value is checkpoint.raised
+        assert checkpoint.calls == 3
+        assert backend._cache.lookup(digits.x) is None
+        assert list(tmp_path.iterdir()) == []  # the half-written spill file is gone
+        untouched = backend.parameters()
+        for name, value in _head_params().items():
+            np.testing.assert_array_equal(untouched[name], value)  # no step had run
+        retried = backend.fit(digits, config)
+    with create_backend("onnx") as fresh:
+        fresh.load(model, _head_params())
+        np.testing.assert_allclose(retried.loss_curve, fresh.fit(digits, config).loss_curve, atol=1e-6)
+
+
+def test_a_raising_checkpoint_between_steps_stops_training(digits: TrainingData, fixtures_dir: Path) -> None:
+    model = BackboneModel(path=fixtures_dir / "backbone_64_32.onnx", head=HEAD)
+    config = TrainConfig(epochs=2, learning_rate=0.1)
+    checkpoint = CountingCheckpoint(fail_at=3)
+    with create_backend("onnx", BackendOptions(cache_activations=False)) as backend:  # each checkpoint: a step
+        backend.load(model, _head_params())
+        with pytest.raises(Abandon) as info:
+            backend.fit(digits, config, checkpoint=checkpoint)
+        assert info.value is checkpoint.raised
+        assert checkpoint.calls == 3
+        aborted = backend.parameters()
+    with create_backend("onnx", BackendOptions(cache_activations=False)) as two_steps:
+        two_steps.load(model, _head_params())
+        expected = two_steps.fit(digits, dataclasses.replace(config, max_steps=2)).parameters
+    for name, value in expected.items():
+        np.testing.assert_array_equal(aborted[name], value)

@@ -27,6 +27,8 @@ PUBLIC = {
     "TrainingDivergedError",
     "UnknownBackendError",
     "UnsupportedFeatureError",
+    "available_backends",
+    "backend_for_model",
     "create_backend",
     "estimate_training_bytes",
     "init_lora",

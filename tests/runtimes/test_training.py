@@ -10,6 +10,8 @@ import pytest
 from runtimes import BudgetExceededError, DenseLayer, DenseStack, TrainConfig, TrainingBudget
 from runtimes._training import Optimizer, batch_indices, check_ram_budget, estimate_training_bytes, run_steps
 
+from .conftest import Abandon, CountingCheckpoint
+
 
 def test_batches_cover_every_example_once_per_epoch_in_seeded_order() -> None:
     config = TrainConfig(epochs=2, batch_size=4, seed=5)
@@ -91,6 +93,40 @@ def test_no_budget_runs_to_completion() -> None:
         lambda idx: 0.5, n=10, config=TrainConfig(batch_size=3), budget=None, clock=lambda: 0.0
     )
     assert (len(losses), seen, partial, reason) == (4, 10, False, None)
+
+
+def test_checkpoint_runs_before_every_step_and_after_the_last() -> None:
+    events: list[str] = []
+
+    def step(idx: np.ndarray) -> float:
+        events.append("step")
+        return 0.5
+
+    losses, *_ = run_steps(
+        step,
+        n=10,
+        config=TrainConfig(epochs=2, batch_size=4),
+        budget=None,
+        clock=lambda: 0.0,
+        checkpoint=lambda: events.append("checkpoint"),
+    )
+    assert len(losses) == 6
+    assert events == ["checkpoint", "step"] * 6 + ["checkpoint"]
+
+
+def test_a_raising_checkpoint_stops_before_the_next_step() -> None:
+    steps: list[int] = []
+    checkpoint = CountingCheckpoint(fail_at=3)
+
+    def step(idx: np.ndarray) -> float:
+        steps.append(idx.shape[0])
+        return 0.5
+
+    with pytest.raises(Abandon) as info:
+        run_steps(step, n=100, config=TrainConfig(batch_size=10), budget=None, clock=lambda: 0.0, checkpoint=checkpoint)
+    assert info.value is checkpoint.raised
+    assert checkpoint.calls == 3
+    assert len(steps) == 2
 
 
 @pytest.mark.parametrize(

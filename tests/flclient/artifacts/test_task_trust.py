@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from flclient import TaskDeclined, _signing
+from flclient._concerns import NodeBinding
 from flclient._task import LocalData, TaskExecutor
 from flclient.artifacts import (
     RoundTrust,
@@ -64,8 +65,8 @@ def test_module_and_model_through_tuf_and_the_reply_signed(world: World) -> None
     model_pin = world.publish_checkpoint(PARAMS, 1)
     update_key = load_update_key(world.tmp / "state" / "update.key")
     assert load_update_key(world.tmp / "state" / "update.key").public_key() == update_key.public_key()  # kept
-    trust = RoundTrust(artifacts=world.device(), update_key=update_key, node_id=42, require_signed_models=True)
-    executor = TaskExecutor(data=_Data(), trust=trust)
+    trust = RoundTrust(artifacts=world.device(), update_key=update_key, require_signed_models=True)
+    executor = TaskExecutor(data=_Data(), trust=trust, node=NodeBinding(node_id=42))
     try:
         # No arrays in the task: the model comes from its TUF pin, which is what makes it trusted here.
         content = _task(sha, {"model-pin": "global@1", "model-sha256": model_pin.sha256}, arrays=False)

@@ -1,4 +1,5 @@
-"""The Fleet client against a MockTransport: signing, retries with injected sleep, honest errors."""
+"""The Fleet client against a MockTransport (and, for pushes, MemorySuperLink): signing, retries with injected sleep,
+honest errors, pushes that survive lost answers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from flclient import FleetAuthError, FleetProtocolError, FleetRunNotRunning, FleetUnavailable, ObjectIntegrityError
-from flclient.fleet import FleetClient, MockTransport, NodeKey, RetryPolicy, TransportError, TransportResponse
+from flclient.fleet import (
+    FleetClient,
+    MemorySuperLink,
+    MockTransport,
+    NodeKey,
+    RetryPolicy,
+    TransportError,
+    TransportResponse,
+)
 from flclient.fleet._objects import EncodedMessage
 from flclient.fleet._proto import flclient_fleet_pb2 as pb
 
@@ -177,46 +186,27 @@ def _reply() -> EncodedMessage:
     )
 
 
-class _PushingSuperLink:
-    """SuperLink's push bookkeeping (flwr 1.41): a session per announcement with its pending objects; an object
-    is stored once, when it is pending in the named session (or, without a session id, in any session); a repeated
-    announcement of a stored reply is refused with no objects to push. ``lose`` lists answers to drop after the
-    request took effect, as ``(call, nth)``."""
+def _pushing_node(link: MemorySuperLink) -> tuple[FleetClient, EncodedMessage]:
+    """A node registered and active at ``link`` with a reply ready to push to an instruction it pulled."""
+    import numpy as np
 
-    def __init__(self, lose: set[tuple[str, int]]) -> None:
-        self.lose = lose
-        self.sessions: dict[str, set[str]] = {}
-        self.stored: dict[str, bytes] = {}
-        self.announced = False
-        self.counts: dict[str, int] = {}
+    from flclient.fleet import ArrayRecord, encode_message
 
-    def __call__(self, path: str, content: bytes, headers: Mapping[str, str]) -> TransportResponse:
-        call = path.rsplit("/", 1)[1]
-        self.counts[call] = n = self.counts.get(call, 0) + 1
-        if call == "push-messages":
-            req = pb.PushMessagesRequest.FromString(content)
-            sid = f"s{n}"
-            ids = [t.object_id for t in _tree_nodes(req.message_object_trees[0])]
-            self.sessions[sid] = set() if self.announced else {i for i in ids if i not in self.stored}
-            self.announced = True
-            answer: pb.PushMessagesResponse | pb.PushObjectResponse = pb.PushMessagesResponse(
-                objects_to_push=sorted(self.sessions[sid]), session_id=sid
-            )
-        else:
-            obj = pb.PushObjectRequest.FromString(content)
-            owners = [obj.session_id] if obj.session_id else list(self.sessions)
-            owner = next((o for o in owners if obj.object_id in self.sessions.get(o, set())), None)
-            if owner is not None:
-                self.sessions[owner].discard(obj.object_id)
-                self.stored[obj.object_id] = obj.object_content
-            answer = pb.PushObjectResponse(stored=owner is not None)
-        if (call, n) in self.lose:
-            raise TransportError("connection closed after the request was handled")
-        return TransportResponse(200, answer.SerializeToString(), PB)
-
-
-def _tree_nodes(tree: pb.ObjectTree) -> list[pb.ObjectTree]:
-    return [tree, *(n for c in tree.children for n in _tree_nodes(c))]
+    client = FleetClient(link, NodeKey.generate(), clock=lambda: NOW, sleep=lambda s: None, rng=random.Random(0))
+    client.ensure_registered()
+    node_id = client.activate(30)
+    ins = link.queue(node_id, {})
+    assert [m.message_id for m in client.pull_messages(node_id)] == [ins.message_id]
+    meta = pb.Metadata(
+        run_id=1,
+        src_node_id=node_id,
+        dst_node_id=1,
+        reply_to_message_id=ins.message_id,
+        message_type="train",
+        created_at=NOW,
+        ttl=60,
+    )
+    return client, encode_message(meta, {"a": ArrayRecord({"x": np.ones(2), "y": np.zeros(3)})})
 
 
 @pytest.mark.parametrize(
@@ -225,16 +215,32 @@ def _tree_nodes(tree: pb.ObjectTree) -> list[pb.ObjectTree]:
         set(),
         {("push-object", 1)},  # an object stored, its answer lost: the retry is told "not stored"
         {("push-object", 1), ("push-object", 3)},
-        {("push-messages", 1)},  # the announcement took effect, its answer lost: the repeat is refused
+        {("push-messages", 1)},  # the announcement took effect, its answer lost: the repeat opens a new session
         {("push-messages", 1), ("push-object", 2)},
+        {("push-object", 7)},  # the last object's answer lost: the reply is complete, the retry is "not stored"
     ],
 )
 def test_push_survives_lost_answers_and_stores_every_object(lose: set[tuple[str, int]]) -> None:
-    enc = _reply()
-    link = _PushingSuperLink(lose)
-    _client(link).push_message(5, enc)
-    assert link.stored == enc.objects
-    assert not any(link.sessions.values())  # nothing left pending anywhere
+    link = MemorySuperLink(clock=lambda: NOW)
+    client, enc = _pushing_node(link)
+    assert len(enc.objects) == 7
+    for call, nth in lose:
+        link.lose_answer(call, nth=nth)
+    client.push_message(enc.message.metadata.src_node_id, enc)
+    assert {oid: link.objects[oid] for oid in enc.objects} == enc.objects
+    assert link.pending_objects() == set()  # nothing left pending anywhere
+    assert list(link.delivered()) == [enc.message.metadata.reply_to_message_id] and link.refused == []
+
+
+def test_a_reply_pushed_again_after_it_was_stored_is_complete_and_pushes_nothing_new() -> None:
+    link = MemorySuperLink(clock=lambda: NOW)
+    client, enc = _pushing_node(link)
+    node_id = enc.message.metadata.src_node_id
+    client.push_message(node_id, enc)
+    stored = dict(link.objects)
+    client.push_message(node_id, enc)  # a restart before the node recorded the push: announced again
+    assert link.objects == stored and link.pending_objects() == set() and link.refused == []
+    assert link.announced == [enc.message_id, enc.message_id]
 
 
 def test_push_retries_an_object_not_stored_in_its_session_without_one() -> None:

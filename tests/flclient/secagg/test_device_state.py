@@ -138,25 +138,28 @@ def test_non_linear_codecs_are_refused() -> None:
 
 
 def test_task_handler_masks_the_clipped_delta_and_sends_no_weights() -> None:
-    from flclient.fleet._objects import ArrayRecord, ConfigRecord, MetricRecord
+    from flclient._concerns import NodeBinding, RoundContext, SecAggConcern
+    from flclient.protocol import DenseLayerSpec, DenseModelSpec, ReplyMetrics, SecAggReply, SecAggStage, TrainReply
+    from flclient.protocol import TrainTask as Train
 
     fed = Federation(6, 12, seed=26, dropout=0.2)
     old = {"b": np.zeros(2, np.float32), "w": np.zeros((2, 5), np.float32)}
+    model = DenseModelSpec(layers=(DenseLayerSpec(in_features=2, out_features=5),))
     collect = _advance_to_collect(fed)
     replies = {}
     for i, req in collect.items():
         handler = SecAggTaskHandler(device=fed.devices[i], clip_norm=1.0)
-        content = {"secagg": ConfigRecord({"request": req}), "arrays": ArrayRecord(old), "config": ConfigRecord({})}
-        assert handler.wants(content)
+        concern = SecAggConcern(lambda _nid, h=handler: h, NodeBinding(node_id=i))
+        stage = SecAggStage(request=req, task=Train(model=model, arrays=old))
 
-        def train(c: dict, i: int = i) -> dict:
-            assert "secagg" not in c
+        def train(task: object, _ctx: object, i: int = i) -> TrainReply:
+            assert isinstance(task, Train)  # the plain train task, not the SecAgg stage
             new = {"b": np.full(2, 0.1 * i, np.float32), "w": np.full((2, 5), 3.0, np.float32)}
-            return {"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": 5})}
+            return TrainReply(metrics=ReplyMetrics(num_examples=5), arrays=new)
 
-        out = handler.run(content, train)
-        assert set(out) == {"secagg", "metrics"}
-        replies[i] = out["secagg"].values["reply"]
+        out = concern(stage, RoundContext(), train)  # type: ignore[arg-type]
+        assert isinstance(out, SecAggReply) and set(out.to_records()) == {"secagg", "metrics"}
+        replies[i] = out.reply
     unmask = fed.coordinator.unmask(replies)
     result = fed.coordinator.finish({i: fed.devices[i].handle(r) for i, r in unmask.items()})
     mean = result.mean()

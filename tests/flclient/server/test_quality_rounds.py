@@ -19,6 +19,7 @@ from flclient import TaskDeclined  # noqa: E402
 from flclient._task import LocalData, TaskExecutor  # noqa: E402
 from flclient.features import FeatureModule  # noqa: E402
 from flclient.fleet._objects import ArrayRecord, ConfigRecord, MetricRecord  # noqa: E402
+from flclient.protocol import ErrorReply  # noqa: E402
 from flclient.server._stats import ScalerStore  # noqa: E402
 from flclient.server.app import run_federation  # noqa: E402
 
@@ -76,7 +77,8 @@ class ExecutorGrid:
         try:
             reply = self.executors[nid].run(kind, content).content
         except TaskDeclined as exc:
-            return flwr_app.Message(flwr_app.Error(1, f"declined: {exc.reason}: x"), reply_to=msg)
+            error = ErrorReply(kind="declined", code=exc.reason, detail=exc.detail)
+            return flwr_app.Message(flwr_app.Error(2, error.to_reason()), reply_to=msg)
         rd = flwr_app.RecordDict()
         for name, rec in reply.items():
             if isinstance(rec, ArrayRecord):

@@ -12,8 +12,7 @@ flwr_app = pytest.importorskip("flwr.app", reason="flwr is not installed (pip in
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from flclient.fleet._objects import ArrayRecord, ConfigRecord, MetricRecord  # noqa: E402
-from flclient.secagg import InMemorySecAggStore, SecAggDevice, SecAggTaskHandler  # noqa: E402
+from flclient.secagg import InMemorySecAggStore, SecAggDevice, SecAggTaskHandler, flatten_update  # noqa: E402
 from flclient.server._secagg import SecAggRoundConfig, secagg_train_round  # noqa: E402
 
 
@@ -40,19 +39,20 @@ class DeviceGrid:
         out = []
         for msg in messages:
             nid = msg.metadata.dst_node_id
-            content: dict[str, Any] = {"secagg": ConfigRecord(dict(msg.content.config_records["secagg"]))}
+            request = msg.content.config_records["secagg"]["request"]
+            update = None
             if "arrays" in msg.content.array_records:
                 if nid in self.offline:
                     continue
-                content["arrays"] = ArrayRecord({k: a.numpy() for k, a in msg.content.array_records["arrays"].items()})
-                content["config"] = ConfigRecord(dict(msg.content.config_records["config"]))
+                old = {k: a.numpy() for k, a in msg.content.array_records["arrays"].items()}
+                names = sorted(old)
 
-            def train(c: dict[str, Any], nid: int = nid) -> dict[str, Any]:
-                new = {k: v + 0.01 * (nid % 3) for k, v in c["arrays"].arrays.items()}
-                return {"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": 3})}
+                def update(old: dict[str, Any] = old, names: list[str] = names, nid: int = nid) -> Any:
+                    new = {k: v + 0.01 * (nid % 3) for k, v in old.items()}  # what local training returned
+                    return flatten_update(new, names)[0] - flatten_update(old, names)[0]
 
-            reply = self.handlers[nid].run(content, train)
-            rd = flwr_app.RecordDict({"secagg": flwr_app.ConfigRecord({"reply": reply["secagg"].values["reply"]})})
+            reply = self.handlers[nid].answer(request, update=update)
+            rd = flwr_app.RecordDict({"secagg": flwr_app.ConfigRecord({"reply": reply})})
             self.received.append(rd)
             out.append(flwr_app.Message(rd, reply_to=msg))
         return out

@@ -14,6 +14,7 @@ from flclient import TaskDeclined
 from flclient._task import LocalData, TaskExecutor
 from flclient.features import FeatureModule
 from flclient.fleet._objects import ArrayRecord, ConfigRecord, MetricRecord
+from flclient.protocol import TrainTask
 from flclient.server._stats import FeatureStats, Scaler, ScalerStore, federated_scaler
 
 from ..features.wat import doubler
@@ -77,8 +78,10 @@ def test_federated_scaler_equals_the_scaler_of_the_union(module: tuple[Path, str
     assert store.next_version() == 2 and store.load(1) == scaler
 
     # Devices normalise with it: the union of their training inputs is standardised.
-    task = _pin(module, **{"scaler": scaler.to_json(), "scaler-version": 1})
-    xs = np.concatenate([ex._features(task.values)[0] for ex in executors])
+    task = TrainTask.from_records(
+        {"config": _pin(module, **{"model-spec": SPEC, "scaler": scaler.to_json(), "scaler-version": 1})}
+    )
+    xs = np.concatenate([ex._features(task.pins.feature_module, task.features)[0] for ex in executors])
     np.testing.assert_allclose([xs.mean(), xs.std()], [0.0, 1.0], atol=1e-5)
     for ex in executors:
         ex.close()

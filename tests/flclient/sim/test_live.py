@@ -14,8 +14,7 @@ import pytest
 
 from flclient._cli import main
 from flclient.gate import DeviceProfile, default_profiles_dir, load_profile
-from flclient.gate._fleet import FleetConfig, parse_mix
-from flclient.sim import LiveFleetConfig, SimClock, run_live_fleet
+from flclient.sim import FleetConfig, LiveFleetConfig, SimClock, parse_mix, run_live_fleet
 
 pytestmark = pytest.mark.slow
 

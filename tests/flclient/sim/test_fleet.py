@@ -4,7 +4,7 @@ import pytest
 
 from flclient import GateError
 from flclient.gate import list_profiles, load_profile
-from flclient.gate._fleet import FleetConfig, RoundPlanner, parse_mix, simulate_fleet
+from flclient.sim import FleetConfig, RoundPlanner, parse_mix, simulate_fleet
 
 PROFILES = {k: load_profile(k) for k in list_profiles()}
 

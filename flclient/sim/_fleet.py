@@ -5,7 +5,7 @@ from a :class:`StaticSignals` that the simulator sets from the profile's availab
 model on its own non-IID data with numpy. The coordinator side is :class:`RoundPlanner`: over-selection, a round
 deadline and partial aggregation once enough devices reported, the same rules as the ServerApp's
 (:mod:`flclient.server._rounds`). ``flclient simulate`` runs this model with ``--virtual``; by default it runs
-virtual devices against a real SuperLink (:mod:`flclient.sim`).
+virtual devices against a real SuperLink (:mod:`flclient.sim._live`).
 
 Time is virtual (discrete events), so a day of fleet behaviour runs in seconds and every run with the same seed is
 the same. Mid-round dropouts are real gate events: the simulator unplugs a battery device or overheats a mains one,
@@ -23,10 +23,19 @@ import numpy as np
 import numpy.typing as npt
 
 from .._errors import GateError
-from ._gate import ManualClock, ParticipationGate, RoundOutcome
-from ._policy import EligibilityPolicy
-from ._profiles import DeviceProfile
-from ._signals import Metered, NetworkKind, PowerState, SignalSnapshot, StaticSignals, ThrottleState
+from ..gate import (
+    DeviceProfile,
+    EligibilityPolicy,
+    ManualClock,
+    Metered,
+    NetworkKind,
+    ParticipationGate,
+    PowerState,
+    RoundOutcome,
+    SignalSnapshot,
+    StaticSignals,
+    ThrottleState,
+)
 
 __all__ = ["FleetConfig", "FleetReport", "RoundPlanner", "RoundReport", "parse_mix", "simulate_fleet"]
 
