@@ -77,7 +77,10 @@ class SandboxLimits:
     ``fuel_per_row`` and ``fuel_base`` bound the instructions a batch may execute (deterministic: the same
     on every device); ``timeout_ms`` bounds wall-clock time per call; ``memory_mib`` caps the module's linear
     memory. At least one of fuel and timeout must be set: a module with neither could hang the device.
-    ``batch_rows`` caps rows per call; larger inputs are streamed in chunks.
+    ``batch_rows`` caps rows per call; larger inputs are streamed in chunks. ``host_memory_mib`` caps what one
+    :meth:`FeatureModule.extract` makes the host allocate for converted inputs and outputs: the module's manifest
+    sets the row width (an ``ascii[2^20]`` output is 1 MiB a row), so a module that fits its sandbox could
+    otherwise make the host allocate gigabytes for a few hundred rows.
     """
 
     fuel_per_row: int | None = 1_000_000
@@ -85,6 +88,7 @@ class SandboxLimits:
     timeout_ms: float | None = None
     memory_mib: int = 64
     batch_rows: int = 65_536
+    host_memory_mib: int = 1024
 
     def __post_init__(self) -> None:
         if self.fuel_per_row is None and self.timeout_ms is None:
@@ -99,6 +103,8 @@ class SandboxLimits:
             raise ValueError(f"memory_mib must be between 1 and 4096, got {self.memory_mib}")
         if self.batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if not 1 <= self.host_memory_mib <= 1 << 20:
+            raise ValueError(f"host_memory_mib must be between 1 and {1 << 20}, got {self.host_memory_mib}")
 
     @property
     def engine_config(self) -> dict[str, object]:
@@ -457,6 +463,7 @@ class FeatureModule(Resource):
         :class:`FeatureSandboxError` subclass when the module misbehaves.
         """
         self._check_open()
+        self._check_host_memory(columns)
         inputs, n = self._convert_inputs(columns)
         step = self._rows_per_call
         with self._lock:
@@ -470,6 +477,24 @@ class FeatureModule(Resource):
         result = {c.name: arr for c, arr in zip(self.manifest.outputs, outputs, strict=True)}
         result["status"] = status
         return result
+
+    def _check_host_memory(self, columns: Mapping[str, Any]) -> None:
+        """Refuse, before converting anything, a call whose inputs and outputs would exceed ``host_memory_mib``."""
+        rows = 0
+        for c in self.manifest.inputs:
+            try:
+                rows = max(rows, len(columns[c.name]))
+            except (KeyError, TypeError):
+                continue  # missing or not array-like: the conversion names the problem
+        row_bytes = self.manifest.row_bytes
+        limit = self.limits.host_memory_mib << 20
+        if rows * row_bytes > limit:
+            raise FeatureInputError(
+                self.manifest.name,
+                f"{rows} rows need {rows * row_bytes} bytes of host memory ({row_bytes} a row for this module's "
+                f"columns), over host_memory_mib={self.limits.host_memory_mib}; pass at most {limit // row_bytes} "
+                "rows per call or raise host_memory_mib",
+            )
 
     def _convert_inputs(self, columns: Mapping[str, Any]) -> tuple[list[np.ndarray[Any, Any]], int]:
         name = self.manifest.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from flclient.features import (
     FeatureAbiMismatch,
     FeatureExportError,
     FeatureImportError,
+    FeatureInputError,
     FeatureManifestError,
     FeatureMemoryExhausted,
     FeatureModule,
@@ -244,3 +247,29 @@ def test_fuel_beyond_u64_is_capped_not_wrapped() -> None:
     # 4 rows * 2^62 + 100 wraps to 100 in wasmtime's u64, which starves a good module; capped, it runs.
     with _load(wat.doubler(), fuel_per_row=1 << 62, fuel_base=100) as fm:
         assert fm.extract({"x": np.arange(4.0)})["y"].tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_wide_outputs_are_refused_before_the_host_allocates_them() -> None:
+    # Seven 1 MiB text outputs fit the 64 MiB sandbox a few rows at a time, but 200 rows would make the host
+    # allocate 1.4 GB of output arrays.
+    wide = [{"name": f"t{i}", "dtype": "ascii", "shape": [1 << 20]} for i in range(7)]
+    columns = wat.manifest(outputs=[*wat.X_COLUMNS["outputs"], *wide])
+    with _load(wat.doubler(code_manifest=columns, embedded_manifest=columns)) as fm:
+        tracemalloc.start()
+        try:
+            with pytest.raises(FeatureInputError, match="host_memory_mib=1024; pass at most 146 rows"):
+                fm.extract({"x": np.zeros(200)})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 << 20, f"refusing peaked at {peak} bytes"
+
+
+def test_the_host_memory_limit_counts_rows_times_the_row_width() -> None:
+    with _load(wat.doubler(), host_memory_mib=1) as fm:
+        fits = (1 << 20) // fm.manifest.row_bytes
+        assert fm.extract({"x": np.ones(fits)})["y"].shape == (fits,)
+        with pytest.raises(FeatureInputError, match=f"pass at most {fits} rows"):
+            fm.extract({"x": np.ones(fits + 1)})
+    with pytest.raises(ValueError, match="host_memory_mib"):
+        SandboxLimits(host_memory_mib=0)
