@@ -458,9 +458,10 @@ class FeatureModule(Resource):
     def extract(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Run the module over named input columns; returns every output column plus ``status``.
 
-        Inputs are converted to the manifest's dtypes (lossless conversions only). Rows whose status is not
-        ``RowStatus.OK`` have all outputs zero. Raises :class:`FeatureInputError` for bad input and a
-        :class:`FeatureSandboxError` subclass when the module misbehaves.
+        Inputs are converted to the manifest's dtypes without losing information: integers only to types that
+        hold them exactly, floats to narrower floats only within range (rounding as float arithmetic does).
+        Rows whose status is not ``RowStatus.OK`` have all outputs zero. Raises :class:`FeatureInputError` for
+        bad input and a :class:`FeatureSandboxError` subclass when the module misbehaves.
         """
         self._check_open()
         self._check_host_memory(columns)
@@ -754,7 +755,24 @@ def _convert_column(module: str, col: Column, values: Any) -> np.ndarray[Any, An
     if target.kind == "f":
         if kind not in "fiub":
             raise FeatureInputError(module, f"input {col.name!r} has dtype {arr.dtype}; expected numbers ({col.dtype})")
-        return np.ascontiguousarray(arr.astype(target))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(arr.astype(target))
+        if kind == "f":
+            # Narrowing floats rounds (as any float arithmetic does) but must not turn a finite value into inf.
+            if not np.array_equal(np.isfinite(out), np.isfinite(arr)):
+                raise FeatureInputError(module, f"input {col.name!r} has values beyond the {col.dtype} range")
+        elif kind in "iu" and arr.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact = np.array_equal(out.astype(np.float64), arr.astype(np.float64)) and np.array_equal(
+                    out.astype(arr.dtype), arr
+                )
+            if not exact:
+                raise FeatureInputError(
+                    module,
+                    f"input {col.name!r} has integers that {col.dtype} cannot hold exactly "
+                    "(f32 holds every integer up to 2^24, f64 up to 2^53)",
+                )
+        return out
     # Integer target: accept integers (and bools) that fit, and floats that are whole numbers that fit.
     if kind not in "iubf":
         raise FeatureInputError(module, f"input {col.name!r} has dtype {arr.dtype}; expected integers ({col.dtype})")
