@@ -59,7 +59,8 @@ def _read_csv(path: Path, columns: Sequence[Column]) -> dict[str, np.ndarray[Any
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ColumnFileError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
-    reader = csv.reader(io.StringIO(text))
+    # strict: an unterminated quote or text after a closing quote is an error, not a field read to the end.
+    reader = csv.reader(io.StringIO(text), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -103,7 +104,16 @@ def _parse_cells(path: Path, cells: list[str], col: Column, field: str) -> np.nd
     dtype = col.element_dtype
     try:
         if dtype.kind == "f":
-            return np.array(cells, dtype=np.float64).astype(dtype)
+            wide = np.array(cells, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                out = wide.astype(dtype)
+            overflow = np.flatnonzero(np.isfinite(wide) & ~np.isfinite(out))
+            if overflow.size:
+                i = int(overflow[0])
+                raise ColumnFileError(
+                    f"{path}: line {i + 2}, column {field!r}: {cells[i]!r} is beyond the {col.dtype} range"
+                )
+            return out
         return np.array([int(v) for v in cells], dtype=dtype)
     except (ValueError, OverflowError):
         parse = float if dtype.kind == "f" else int

@@ -547,6 +547,7 @@ class FeatureModule(Resource):
             # The ABI promises all-zero outputs for rows that are not OK; enforce it in guest memory,
             # bytewise (so floats, integers and text alike), before anything is copied out.
             _zero_bad_rows(inst.out_bytes, status_now, m)
+        self._check_ascii_outputs(inst, m)
         if into is None:
             return [src[:m].copy() for src in inst.out_views], inst.status_view[:m].copy()
         outputs, status = into
@@ -554,6 +555,21 @@ class FeatureModule(Resource):
             out[start:stop] = src[:m]
         status[start:stop] = inst.status_view[:m]
         return into
+
+    def _check_ascii_outputs(self, inst: _Instance, m: int) -> None:
+        """An ascii output holds ASCII text (bytes below 0x80, NUL padded): anything else is the module's fault."""
+        for col, (raw, width) in zip(self.manifest.outputs, inst.out_bytes, strict=True):
+            if col.dtype != "ascii":
+                continue
+            high = np.flatnonzero(raw[: m * width] >= 0x80)
+            if high.size:
+                raise self._sandbox.fail(
+                    FeatureSandboxError(
+                        self.manifest.name,
+                        f"the module wrote non-ASCII byte {int(raw[high[0]]):#04x} into ascii output {col.name!r} "
+                        f"(row {int(high[0]) // width} of the batch)",
+                    )
+                )
 
     def _allocate(self, inst: _Instance, rows: int) -> None:
         """(Re)allocate every column buffer for ``rows`` rows, then the pointer table."""

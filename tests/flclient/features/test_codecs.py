@@ -253,6 +253,15 @@ def test_csv_errors_name_the_line_and_column(tmp_path: Path) -> None:
     p.write_text("t,v[0],v[1],v[2],d,h\n1,0,0,0,1,toolong\n")
     with pytest.raises(ColumnFileError, match="at most 5"):
         read_columns(p, COLS)
+    p.write_text('t,v[0],v[1],v[2],d,h\n1,0,0,0,1,"abc\n')  # an unterminated quote (was read to the end)
+    with pytest.raises(ColumnFileError, match="bad CSV"):
+        read_columns(p, COLS)
+    p.write_text('t,v[0],v[1],v[2],d,h\n1,0,0,0,1,"ab"c\n')
+    with pytest.raises(ColumnFileError, match="bad CSV"):
+        read_columns(p, COLS)
+    p.write_text("t,v[0],v[1],v[2],d,h\n1,0,1e39,0,1,abc\n")  # f32 overflow (was read as inf)
+    with pytest.raises(ColumnFileError, match=r"line 2, column 'v\[1\]': '1e39' is beyond the f32 range"):
+        read_columns(p, COLS)
     p.write_text("")
     with pytest.raises(ColumnFileError, match="empty"):
         read_columns(p, COLS)

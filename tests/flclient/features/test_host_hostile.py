@@ -273,3 +273,17 @@ def test_the_host_memory_limit_counts_rows_times_the_row_width() -> None:
             fm.extract({"x": np.ones(fits + 1)})
     with pytest.raises(ValueError, match="host_memory_mib"):
         SandboxLimits(host_memory_mib=0)
+
+
+def test_non_ascii_bytes_in_an_ascii_output_are_the_modules_fault() -> None:
+    # Outputs y: f64 and name: ascii[4]; the module writes 0xff into the first byte of every name.
+    columns = wat.manifest(outputs=[*wat.X_COLUMNS["outputs"], {"name": "name", "dtype": "ascii", "shape": [4]}])
+    extract = """
+  (func (export "flf1_extract") (param $n i32) (param $t i32) (result i32)
+    (memory.fill (i32.load offset=8 (local.get $t)) (i32.const 0xff) (i32.mul (local.get $n) (i32.const 4)))
+    (memory.fill (i32.load offset=12 (local.get $t)) (i32.const 0) (local.get $n))
+    (i32.const 0))"""
+    module = wat.doubler(code_manifest=columns, embedded_manifest=columns, extract=extract)
+    with _load(module) as fm, pytest.raises(FeatureSandboxError, match="non-ASCII byte 0xff into ascii output 'name'"):
+        fm.extract(X)
+    _assert_healthy()
