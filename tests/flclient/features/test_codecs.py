@@ -262,6 +262,11 @@ def test_csv_errors_name_the_line_and_column(tmp_path: Path) -> None:
     p.write_text("t,v[0],v[1],v[2],d,h\n1,0,1e39,0,1,abc\n")  # f32 overflow (was read as inf)
     with pytest.raises(ColumnFileError, match=r"line 2, column 'v\[1\]': '1e39' is beyond the f32 range"):
         read_columns(p, COLS)
+    p.write_text("t,v[0],v[1],v[2],d,h\n1,0,0,0,1,abc\n" + "1," * 5000 + "\n")
+    with pytest.MonkeyPatch.context() as mp:  # lines are streamed: a long one is refused before it is read whole
+        mp.setattr("flclient.features._columns_io._MAX_LINE", 1000)
+        with pytest.raises(ColumnFileError, match="line 3 is longer than 1000 characters"):
+            read_columns(p, COLS)
     p.write_text("")
     with pytest.raises(ColumnFileError, match="empty"):
         read_columns(p, COLS)
