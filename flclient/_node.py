@@ -30,7 +30,7 @@ from ._errors import (
 from ._state import PendingInstruction, StateStore
 from ._task import TaskExecutor
 from .fleet._client import FleetClient, PulledMessage
-from .fleet._objects import EncodedMessage, MetricRecord, decode_content, encode_message
+from .fleet._objects import EncodedMessage, MetricRecord, RecordDict, decode_content, encode_message
 from .fleet._proto import flclient_fleet_pb2 as pb
 from .protocol import Code, ErrorReply, Metric, Record
 
@@ -291,10 +291,11 @@ class FleetNode:
         started = self._perf()
         traffic_before = self.fleet.traffic.bytes_down
         objects = pending.objects
+        content: RecordDict | None = None
         if pending.state == "pulled":
             try:
                 objects = self.fleet.pull_objects(self.node_id, pulled, have=pending.objects)
-                decode_content(pulled.message_id, objects, self.fleet.limits)
+                content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
             except FleetRunNotRunning as exc:
                 self._drop(pulled, "run-not-running", str(exc))
                 return
@@ -308,7 +309,12 @@ class FleetNode:
             self._confirm(pulled)
         bytes_down = self.fleet.traffic.bytes_down - traffic_before
         fetched = self._perf()
-        content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
+        if content is None:  # resumed after a restart: decode what was stored when it was received
+            try:
+                content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
+            except (ObjectIntegrityError, FleetProtocolError) as exc:
+                self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
+                return
         decoded = self._perf()
         try:
             node_id, interval = self.node_id, self.timing.heartbeat_interval_s
@@ -385,7 +391,7 @@ class FleetNode:
         self._store_reply(pulled, encoded, self._perf() - started)
         self.store.bump(f"{outcome}")
         self._log({"event": outcome, "message_id": pulled.message_id[:16], "reason": reason, "detail": error.detail})
-        self._telemetry_write(pulled, outcome=outcome, reason=reason)
+        self._telemetry_write(pulled, outcome=outcome, reason=reason, detail=error.detail)
         self._flush_replies()
 
     def _store_reply(self, pulled: PulledMessage, encoded: EncodedMessage, runtime_s: float) -> None:

@@ -336,7 +336,7 @@ class TaskExecutor:
         metrics = replace(
             metrics,
             num_examples=int(result.num_examples),
-            train_loss=float(result.loss_curve[-1]) if result.loss_curve else float("nan"),
+            train_loss=float(result.loss_curve[-1]) if result.loss_curve else None,  # no batch ran: not reported
             train_s=train_s,
         )
         return self._build_update(task, context, new, params, metrics, device)

@@ -120,9 +120,12 @@ def model_spec_from_json(text: str) -> ModelSpec:
     if not isinstance(raw, dict):
         raise ProtocolError(Key.MODEL_SPEC, f"model-spec must be a JSON object, got {type(raw).__name__}")
     reader = ValueReader(raw, where=Key.MODEL_SPEC)
-    kind = reader.choice("kind", ("dense",), default="dense")
-    if kind == "dense":
-        return _dense(reader, raw)
+    try:
+        kind = reader.choice("kind", ("dense",), default="dense")
+        if kind == "dense":
+            return _dense(reader, raw)
+    except ProtocolError as exc:  # the key is the config's; the message names the field inside the JSON
+        raise ProtocolError(Key.MODEL_SPEC, exc.detail) from exc
     raise AssertionError(kind)  # pragma: no cover - choice() allows only the kinds above
 
 

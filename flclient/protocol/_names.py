@@ -75,6 +75,7 @@ class Key:
     DP_NOISE_MULTIPLIER: Final = "dp-noise-multiplier"
     SECAGG_BITS: Final = "secagg-bits"
     # Requirements (checked against the device's capabilities before any work)
+    MIN_APP_VERSION: Final = "min-app-version"
     MIN_RUNTIME_VERSION: Final = "min-runtime-version"
     MAX_RUNTIME_MAJOR: Final = "max-runtime-major"
     FEATURE_ABI: Final = "feature-abi"

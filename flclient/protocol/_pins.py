@@ -47,6 +47,12 @@ class ArtifactPins:
     feature_module: FeaturePin | None = None
     model: ModelPin | None = None
 
+    def __post_init__(self) -> None:
+        # What read() can split back: "name@version" at the first '@', at most 300 characters.
+        pin = self.feature_module
+        if pin is not None and (not pin.name or "@" in pin.name or len(pin.name) + 1 + len(pin.version) > 300):
+            raise ValueError(f"a feature pin is name@version, 300 characters at most, with no '@' in the name: {pin}")
+
     def to_values(self) -> dict[str, object]:
         """The task-config values of the pins."""
         out: dict[str, object] = {}

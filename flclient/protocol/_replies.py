@@ -8,7 +8,6 @@ with the kind (declined / rejected / failed), a machine-readable code and the de
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union
@@ -18,7 +17,7 @@ import numpy as np
 from .._errors import ProtocolError
 from ..fleet._objects import ArrayRecord, ConfigRecord, MetricRecord, MetricValue, RecordDict
 from ._names import Kind, Metric, Record
-from ._values import ValueReader, loads_json
+from ._values import ValueReader, _finite, loads_json
 
 __all__ = [
     "DeviceInfo",
@@ -51,7 +50,8 @@ _INT_METRICS = {"num_examples", "eval_examples", "model_version", "update_bytes"
 
 @dataclass(frozen=True, kw_only=True)
 class ReplyMetrics:
-    """A reply's ``"metrics"`` record (None: not reported). ``train_loss`` may be NaN (no batch ran)."""
+    """A reply's ``"metrics"`` record (None: not reported). Every value is finite: the Fleet object codec
+    refuses NaN and infinities, so a loss no batch produced is left out, not NaN."""
 
     num_examples: int = 0
     eval_examples: int | None = None
@@ -71,18 +71,20 @@ class ReplyMetrics:
             if value is None:
                 continue
             if name in _INT_METRICS:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"metric {_METRIC_FIELDS[name]!r} must be a whole number >= 0, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"metric {_METRIC_FIELDS[name]!r} must be a number, got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                    raise ValueError(
+                        f"metric {_METRIC_FIELDS[name]!r} must be a whole number in [0, 2^63), got {value!r}"
+                    )
+            elif _finite(value) is None:
+                raise ValueError(f"metric {_METRIC_FIELDS[name]!r} must be a finite number, got {value!r}")
 
     def to_record(self) -> MetricRecord:
         """The ``"metrics"`` record."""
         out: dict[str, MetricValue] = {}
         for name, key in _METRIC_FIELDS.items():
             value = getattr(self, name)
-            if value is not None:
-                out[key] = value
+            if value is not None:  # a float metric given an int is sent as a float (as it is read back)
+                out[key] = value if name in _INT_METRICS else float(value)
         return MetricRecord(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,11 +104,7 @@ class ReplyMetrics:
             if name in _INT_METRICS:
                 values[name] = reader.whole(key, minimum=0)
             else:
-                raw = record.values[key]
-                if isinstance(raw, float) and math.isnan(raw):
-                    values[name] = raw  # a NaN loss is reported, not refused
-                else:
-                    values[name] = reader.number(key)
+                values[name] = reader.number(key)
         if Metric.NUM_EXAMPLES not in record.values:
             raise ProtocolError(Metric.NUM_EXAMPLES, "a reply's metrics lack 'num-examples'")
         reader.finish()
@@ -127,16 +125,23 @@ class DeviceInfo:
     feature_abis: tuple[int, ...] = ()
     runtime_version: str | None = None
 
+    def __post_init__(self) -> None:
+        # The bounds from_record() reads with, so that a device learns of an unsendable record when it builds it.
+        if self.device_class is not None and len(self.device_class) > 128:
+            raise ValueError(f"device-class must be at most 128 characters, got {len(self.device_class)}")
+        if self.runtime_version is not None and len(self.runtime_version) > 64:
+            raise ValueError(f"runtime-version must be at most 64 characters, got {len(self.runtime_version)}")
+
     def to_record(self) -> ConfigRecord:
         """The ``"device"`` record."""
         out: dict[str, Any] = {}
-        if self.device_class:
+        if self.device_class is not None:  # "" is sent too, so that decoding gives back this very record
             out[Record.DEVICE_CLASS] = self.device_class
         if self.backends:
             out[Record.BACKENDS] = list(self.backends)
         if self.feature_abis:
             out[Record.FEATURE_ABIS] = list(self.feature_abis)
-        if self.runtime_version:
+        if self.runtime_version is not None:
             out[Record.RUNTIME_VERSION] = self.runtime_version
         return ConfigRecord(out)
 
@@ -310,8 +315,11 @@ class StatsReply:
     def __post_init__(self) -> None:
         if np.shape(self.sum) != np.shape(self.sumsq) or np.ndim(self.sum) != 1:
             raise ValueError("stats 'sum' and 'sumsq' must be 1-d arrays of the same width")
-        if self.count < 0:
-            raise ValueError(f"stats 'count' must be >= 0, got {self.count}")
+        for column in (self.sum, self.sumsq):  # a NaN or an infinity would poison the federated scaler built from them
+            if np.asarray(column).dtype.kind not in "biuf" or not np.isfinite(column).all():
+                raise ValueError("stats 'sum' and 'sumsq' must be finite real numbers")
+        if not 0 <= self.count < 2**63:  # sent as an int64
+            raise ValueError(f"stats 'count' must be in [0, 2^63), got {self.count}")
 
     def to_records(self) -> RecordDict:
         """The reply's content."""
@@ -329,6 +337,8 @@ class StatsReply:
         rec = content.get(Record.STATS)
         if not isinstance(rec, ArrayRecord) or set(rec.arrays) != {Record.SUM, Record.SUMSQ, Record.COUNT}:
             raise ProtocolError(Record.STATS, "the 'stats' record must hold exactly 'sum', 'sumsq' and 'count'")
+        if any(np.asarray(rec.arrays[k]).dtype.kind not in "biuf" for k in (Record.SUM, Record.SUMSQ)):
+            raise ProtocolError(Record.STATS, "stats 'sum' and 'sumsq' must be arrays of real numbers")
         count = np.asarray(rec.arrays[Record.COUNT])
         if count.dtype.kind not in "iu" or count.size != 1:
             raise ProtocolError(Record.COUNT, "stats 'count' must be one integer")
@@ -419,8 +429,8 @@ class ErrorReply:
         r.finish()
         try:
             return cls(kind=kind, code=code, detail=detail, reasons=reasons)
-        except ValueError as exc:
-            raise ProtocolError("error", str(exc)) from exc
+        except ValueError as exc:  # kind was read with choice() and code's length bounded: an empty code
+            raise ProtocolError("code", f"error 'code': {exc}") from exc
 
     @property
     def label(self) -> str:

@@ -55,10 +55,10 @@ class RoundInfo:
     run_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("server_round", "model_version", "run_id"):
+        for name, bits in (("server_round", 63), ("model_version", 63), ("run_id", 64)):  # the run id is a string
             value = getattr(self, name)
-            if not 0 <= value < 2**64:
-                raise ValueError(f"{name} must be in [0, 2^64), got {value}")
+            if not 0 <= value < 2**bits:
+                raise ValueError(f"{name} must be in [0, 2^{bits}), got {value}")
 
     def to_values(self) -> dict[str, ConfigValue]:
         """The task-config values (the run id as a decimal string: Flower's ids are uint64)."""
@@ -73,7 +73,7 @@ class RoundInfo:
         run_id = 0
         if reader.has(Key.RUN_ID):
             text = reader.text(Key.RUN_ID, max_len=20)
-            if not text.isdigit() or int(text) >= 2**64:
+            if not (text.isascii() and text.isdigit()) or int(text) >= 2**64:  # isdigit() alone takes "²"
                 raise ProtocolError(Key.RUN_ID, f"config 'run-id' must be a decimal uint64 string, got {text!r}")
             run_id = int(text)
         return cls(
@@ -108,6 +108,8 @@ class TrainingSettings:
             raise ValueError(f"eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if not (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0):
             raise ValueError(f"proximal-mu must be a finite number >= 0, got {self.proximal_mu}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
 
     def to_values(self) -> dict[str, ConfigValue]:
         """The task-config values."""
@@ -132,7 +134,7 @@ class TrainingSettings:
             lr=reader.number(Key.LR, 0.05, above=0.0),
             optimizer=reader.choice(Key.OPTIMIZER, OPTIMIZERS, default="sgd"),
             seed=reader.whole(Key.SEED, 0, minimum=0, maximum=2**63 - 1),
-            eval_fraction=reader.number(Key.EVAL_FRACTION, 0.2, minimum=0.0, maximum=0.999),
+            eval_fraction=reader.number(Key.EVAL_FRACTION, 0.2, minimum=0.0, maximum=math.nextafter(1.0, 0.0)),
             proximal_mu=reader.number(Key.PROXIMAL_MU, 0.0, minimum=0.0),
         )
         return cls(**values)  # type: ignore[arg-type]
@@ -149,8 +151,12 @@ class Scaler:
     count: int = 0
 
     def __post_init__(self) -> None:
-        if self.version < 1:
-            raise ValueError(f"a scaler version counts from 1, got {self.version}")
+        if not 1 <= self.version < 2**63:
+            raise ValueError(f"a scaler version counts from 1 (below 2^63), got {self.version}")
+        if not 0 <= self.count < 2**63:
+            raise ValueError(f"a scaler's count must be in [0, 2^63), got {self.count}")
+        if len(self.module_sha256) > 64:
+            raise ValueError(f"a scaler's module-sha256 is at most 64 characters, got {len(self.module_sha256)}")
         if len(self.mean) != len(self.std) or len(self.mean) > _MAX_SCALER_WIDTH:
             raise ValueError(f"a scaler needs as many means as stds (<= {_MAX_SCALER_WIDTH})")
         if not all(math.isfinite(m) for m in self.mean) or not all(math.isfinite(s) and s > 0 for s in self.std):
@@ -186,9 +192,11 @@ class Scaler:
                 std=_floats(r, "std"),
                 count=r.whole("count", 0, minimum=0),
             )
+            r.finish()
+        except ProtocolError as exc:  # the key is the config's; the message names the field inside the JSON
+            raise ProtocolError(Key.SCALER, exc.detail) from exc
         except ValueError as exc:
             raise ProtocolError(Key.SCALER, f"scaler: {exc}") from exc
-        r.finish()
         return scaler
 
 
@@ -211,11 +219,18 @@ class FeatureSpec:
     scaler: Scaler | None = None
     scaler_version: int | None = None
 
+    def __post_init__(self) -> None:
+        # What read() accepts, so that a server learns of an unsendable spec when it builds it.
+        if self.scale is not None and (not self.scale or not all(math.isfinite(v) for v in self.scale)):
+            raise ValueError(f"feature-scale must be one or more finite numbers, got {self.scale}")
+        if self.scaler_version is not None and not 0 <= self.scaler_version < 2**63:
+            raise ValueError(f"scaler-version must be in [0, 2^63), got {self.scaler_version}")
+
     def to_values(self) -> dict[str, ConfigValue]:
         """The task-config values."""
         out: dict[str, ConfigValue] = {}
         if self.scale is not None:
-            out[Key.FEATURE_SCALE] = list(self.scale)
+            out[Key.FEATURE_SCALE] = [float(v) for v in self.scale]  # one element type: the wire's lists are typed
         if self.scaler is not None:
             out[Key.SCALER] = self.scaler.to_json()
         if self.scaler_version is not None:
@@ -237,6 +252,7 @@ def read_requirements(reader: ValueReader) -> TaskRequirements:
     """The task's stated requirements (checked with the compatibility matrix before any work)."""
     try:
         return TaskRequirements(
+            min_app_version=_version(reader, Key.MIN_APP_VERSION),
             min_runtime_version=_version(reader, Key.MIN_RUNTIME_VERSION),
             max_runtime_major=_optional_whole(reader, Key.MAX_RUNTIME_MAJOR, 0),
             model_format=reader.optional_text(Key.MODEL_FORMAT, max_len=64),
@@ -264,6 +280,8 @@ def _version(reader: ValueReader, key: str) -> str | None:
 def requirements_values(req: TaskRequirements) -> dict[str, ConfigValue]:
     """The task-config values of stated requirements."""
     out: dict[str, ConfigValue] = {}
+    if req.min_app_version is not None:
+        out[Key.MIN_APP_VERSION] = req.min_app_version
     if req.min_runtime_version is not None:
         out[Key.MIN_RUNTIME_VERSION] = req.min_runtime_version
     if req.max_runtime_major is not None:
@@ -438,7 +456,9 @@ class QueryTask:
         if unknown:
             raise ProtocolError(unknown[0], f"a query task has unknown record(s) {unknown}")
         config = content.get(Record.CONFIG)
-        reader = ValueReader(config.values if isinstance(config, ConfigRecord) else {}, where="config")
+        if config is not None and not isinstance(config, ConfigRecord):
+            raise ProtocolError(Record.CONFIG, "a query task's 'config' must be a ConfigRecord")
+        reader = ValueReader(config.values if config is not None else {}, where="config")
         task = cls(
             query=reader.choice(Key.QUERY, QUERIES, default="count"),
             pins=ArtifactPins.read(reader),

@@ -68,10 +68,12 @@ class UpdateSpec:
             out[Key.UPDATE_CODEC] = self.codec
         if self.clip_norm:
             out[Key.CLIP_NORM] = self.clip_norm
-        if self.codec == "topk":
+        # A non-default value is sent even where it has no effect, so that decoding gives back this very spec.
+        if self.codec == "topk" or self.topk_fraction != _DEFAULT.topk_fraction:
             out[Key.TOPK_FRACTION] = self.topk_fraction
-        if self.noise_multiplier:
+        if self.noise_multiplier or self.dp_mode != _DEFAULT.dp_mode:
             out[Key.DP_MODE] = self.dp_mode
+        if self.noise_multiplier:
             out[Key.DP_NOISE_MULTIPLIER] = self.noise_multiplier
         if self.secagg_bits:
             out[Key.SECAGG_BITS] = self.secagg_bits
@@ -96,4 +98,5 @@ class UpdateSpec:
             raise ProtocolError(key, str(exc)) from exc
 
 
+_DEFAULT = UpdateSpec()
 _KEY_OF = (Key.UPDATE_CODEC, Key.CLIP_NORM, Key.TOPK_FRACTION, Key.DP_MODE, Key.DP_NOISE_MULTIPLIER, Key.SECAGG_BITS)

@@ -70,7 +70,10 @@ class ValueReader:
 
     def _get(self, key: str) -> Any:
         self._read.add(key)
-        return self._values.get(key)
+        value = self._values.get(key)
+        if value is None and key in self._values:  # a JSON null is not "absent": no field of ours is ever null
+            raise ProtocolError(key, f"{self.where} {key!r} must not be null")
+        return value
 
     def _bad(self, key: str, expected: str, value: Any) -> ProtocolError:
         return ProtocolError(key, f"{self.where} {key!r} must be {expected}, got {_show(value)}")
@@ -93,15 +96,17 @@ class ValueReader:
             if default is None:
                 raise self._missing(key)
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = _finite(value)
+        if number is None:
             raise self._bad(key, "a finite number", value)
+        value = number
         if minimum is not None and value < minimum:
             raise self._bad(key, f"a number >= {minimum}", value)
         if maximum is not None and value > maximum:
             raise self._bad(key, f"a number <= {maximum}", value)
         if above is not None and not value > above:
             raise self._bad(key, f"a number > {above}", value)
-        return float(value)
+        return number
 
     def whole(
         self, key: str, default: int | None = None, *, minimum: int | None = None, maximum: int = 2**63 - 1
@@ -166,11 +171,10 @@ class ValueReader:
         value = self._get(key)
         if value is None:
             return None
-        if not isinstance(value, list) or not all(
-            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value
-        ):
+        numbers = [_finite(v) for v in value] if isinstance(value, list) else [None]
+        if not all(n is not None for n in numbers):
             raise self._bad(key, "a list of finite numbers", value)
-        return tuple(float(v) for v in value)
+        return tuple(n for n in numbers if n is not None)
 
     def texts(self, key: str) -> tuple[str, ...]:
         """A list of strings (empty when absent)."""
@@ -201,6 +205,19 @@ class ValueReader:
             )
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float; None for a bool, a non-number, NaN, an infinity or an int past float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # float(10**400): math.isfinite() would raise the same
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 256:  # repr() refuses ints of more than 4300 digits
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

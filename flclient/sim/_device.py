@@ -26,11 +26,8 @@ import numpy.typing as npt
 
 from .._errors import FLClientError, FleetError, FleetRunNotRunning
 from ..fleet import (
-    ArrayRecord,
-    ConfigRecord,
     FleetClient,
     HttpxTransport,
-    MetricRecord,
     NodeKey,
     PulledMessage,
     RetryPolicy,
@@ -38,6 +35,7 @@ from ..fleet import (
     encode_message,
 )
 from ..fleet._proto import flclient_fleet_pb2 as pb
+from ..protocol import DeviceInfo, EvaluateReply, EvaluateTask, ReplyMetrics, TrainReply, TrainTask, decode_task
 from ._fleet import FleetConfig, _VirtualDevice
 
 __all__ = ["DeviceEvent", "EventLog", "SimClock", "VirtualDevice"]
@@ -240,17 +238,16 @@ class VirtualDevice:
         objects = self.fleet.pull_objects(self.node_id, msg)
         content = decode_content(msg.message_id, objects, self.fleet.limits) or {}
         self.fleet.confirm(self.node_id, msg.metadata.run_id, msg.message_id)
-        arrays = content.get("arrays")
-        params = dict(arrays.arrays) if isinstance(arrays, ArrayRecord) else {}
+        task = decode_task(msg.metadata.message_type, content)
+        arrays = task.arrays if isinstance(task, (TrainTask, EvaluateTask)) else None
+        params = dict(arrays) if arrays is not None else {}
         meta = msg.metadata
-        if meta.message_type == "train" and "dense0_weight" in params:
+        if isinstance(task, TrainTask) and "dense0_weight" in params:
             return self._train(msg, params, stop)
         loss = self._loss(params) if "dense0_weight" in params else math.nan
         n = len(self.target)
-        metrics: dict[str, int | float] = {"num-examples": n, "eval-examples": n}
-        if math.isfinite(loss):
-            metrics["eval-loss"] = loss
-        self._push(meta, {"metrics": MetricRecord(metrics), "device": self._class_record()})
+        metrics = ReplyMetrics(num_examples=n, eval_examples=n, eval_loss=loss if math.isfinite(loss) else None)
+        self._push(meta, EvaluateReply(metrics=metrics, device=self._device_info()).to_records())
         self.events.add(DeviceEvent(self.state.index, self.device_class, meta.group_id, "evaluated", 0.0))
         return True
 
@@ -275,15 +272,11 @@ class VirtualDevice:
         def upload(update: dict[str, np.ndarray]) -> None:
             self._sleep_virtual(up_s, stop)
             n = len(self.target)
-            metrics: dict[str, int | float] = {
-                "num-examples": n,
-                "eval-examples": n,
-                "eval-loss": loss_before,
-                "device-s": down_s + compute_s + up_s,
-            }
+            metrics = ReplyMetrics(
+                num_examples=n, eval_examples=n, eval_loss=loss_before, device_s=down_s + compute_s + up_s
+            )
             self._push(
-                msg.metadata,
-                {"arrays": ArrayRecord(update), "metrics": MetricRecord(metrics), "device": self._class_record()},
+                msg.metadata, TrainReply(metrics=metrics, arrays=update, device=self._device_info()).to_records()
             )
 
         outcome = d.gate.run_round(train=train, upload=upload)
@@ -323,8 +316,8 @@ class VirtualDevice:
             "dense0_bias": np.full(b0.shape, b, dtype=b0.dtype),
         }
 
-    def _class_record(self) -> ConfigRecord:
-        return ConfigRecord({"device-class": self.device_class})
+    def _device_info(self) -> DeviceInfo:
+        return DeviceInfo(device_class=self.device_class)
 
     def _push(self, ins: pb.Metadata, content: dict[str, Any]) -> None:
         assert self.node_id is not None

@@ -158,7 +158,7 @@ def test_hostile_responses_are_rejected_and_the_node_keeps_running(
     assert proxy.armed == faults and all(proxy.fired(f) == 1 for f in faults)
     rejected = [t for t in devices.telemetry(0) if t.get("outcome") == "rejected"]
     assert len(rejected) == len(faults), devices.telemetry(0)
-    reasons = " ".join(t["reason"] for t in rejected)
+    reasons = " ".join(f"{t['reason']}: {t['detail']}" for t in rejected)  # code "undecodable" and its detail
     for phrase in ("does not hash to its id", "over ", "content type", "not a valid"):
         assert phrase in reasons, reasons
     assert all(r["replies"] == 2 for r in rounds)
