@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import wasmtime
 
 from flclient._errors import FeatureError
-from flclient.features._abi import ALLOWED_IMPORTS, BUILD_SECTION, MANIFEST_SECTION
+from flclient._json import loads_untrusted
+from flclient.features._abi import ALLOWED_IMPORTS, BUILD_SECTION, MANIFEST_SECTION, MAX_MANIFEST_DEPTH
 from flclient.features._host import FeatureModule
 from flclient.features._wasm_binary import WasmFormatError, custom_sections
 
@@ -43,11 +43,18 @@ def inspect_module(path: Path) -> dict[str, Any]:
     by_name = dict(sections)
     for key, section in (("manifest", MANIFEST_SECTION), ("build", BUILD_SECTION)):
         raw = by_name.get(section)
+        info[key] = None
+        if raw is None:
+            continue
         try:
-            info[key] = json.loads(raw) if raw is not None else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            info[key] = None
-            problems.append(f"custom section {section!r} is not valid JSON")
+            value = loads_untrusted(raw, max_depth=MAX_MANIFEST_DEPTH)
+        except ValueError as exc:
+            problems.append(f"custom section {section!r} is not valid JSON: {exc}")
+            continue
+        if isinstance(value, dict):
+            info[key] = value
+        else:
+            problems.append(f"custom section {section!r} is not a JSON object")
     try:
         module = wasmtime.Module(wasmtime.Engine(), data)
     except wasmtime.WasmtimeError as exc:

@@ -22,6 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ._json import loads_untrusted
+
 __all__ = [
     "SIGNATURE_FORMAT",
     "DetachedSignature",
@@ -62,8 +64,8 @@ class DetachedSignature:
         if len(data) > _MAX_SIGNATURE_FILE:
             raise SignatureError(f"signature file is {len(data)} bytes; a valid one is under {_MAX_SIGNATURE_FILE}")
         try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            obj = loads_untrusted(data, max_depth=4)  # a flat object; deeper is hostile
+        except ValueError as exc:
             raise SignatureError(f"signature file is not JSON: {exc}") from exc
         if not isinstance(obj, dict) or obj.get("format") != SIGNATURE_FORMAT:
             raise SignatureError(f"signature file is not in the {SIGNATURE_FORMAT!r} format")

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .. import _signing
 from .._errors import CheckpointError, UpdateSignatureError
+from .._json import loads_untrusted
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -109,8 +110,8 @@ def decode_checkpoint(data: bytes, *, max_bytes: int = _DEFAULT_MAX_BYTES) -> Ch
         raise CheckpointError(f"checkpoint header length {header_len} runs past the data or the {_MAX_HEADER}-byte cap")
     raw_header = bytes(data[_PREFIX.size : _PREFIX.size + header_len])
     try:
-        header = json.loads(raw_header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = loads_untrusted(raw_header, max_depth=8)  # {"arrays": [[name, dtype, [dims]]]} nests 3 deep
+    except ValueError as exc:
         raise CheckpointError(f"checkpoint header is not JSON: {exc}") from exc
     model_version, entries = _parse_header(header)
     offset = _PREFIX.size + header_len

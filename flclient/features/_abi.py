@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import FeatureManifestError
+from .._json import loads_untrusted
 
 __all__ = [
     "ABI_VERSION",
@@ -86,6 +87,8 @@ _SEMVER = re.compile(
 _MAX_VECTOR = 1 << 20
 _MAX_COLUMNS = 256
 MAX_MANIFEST_BYTES = 1 << 20
+#: A manifest nests 4 deep ({"inputs": [{"shape": [k]}]}); deeper JSON is refused before it is parsed.
+MAX_MANIFEST_DEPTH = 16
 
 
 class RowStatus(enum.IntEnum):
@@ -232,8 +235,8 @@ class Manifest:
         if len(data) > MAX_MANIFEST_BYTES:
             raise FeatureManifestError(module, f"manifest is {len(data)} bytes (limit {MAX_MANIFEST_BYTES})")
         try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            obj = loads_untrusted(data, max_depth=MAX_MANIFEST_DEPTH)
+        except ValueError as exc:
             raise FeatureManifestError(module, f"manifest is not valid UTF-8 JSON: {exc}") from exc
         try:
             return cls.from_json(obj)

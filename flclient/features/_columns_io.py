@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ from .._atomic import atomic_write_bytes
 from ._abi import Column
 
 __all__ = ["ColumnFileError", "csv_headers", "read_columns", "write_columns"]
+
+# A line longer than this is refused before it is read whole (a row of 2^20 floats is about 25 MiB of text).
+_MAX_LINE = 64 << 20
 
 
 class ColumnFileError(ValueError):
@@ -56,10 +59,24 @@ def _read_npz(path: Path, columns: Sequence[Column]) -> dict[str, np.ndarray[Any
 
 def _read_csv(path: Path, columns: Sequence[Column]) -> dict[str, np.ndarray[Any, Any]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline="") as f:
+            # strict: an unterminated quote or text after a closing quote is an error, not a field read to the end
+            return _parse_csv(path, columns, csv.reader(_bounded_lines(f, path), strict=True))
     except (OSError, UnicodeDecodeError) as exc:
         raise ColumnFileError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
-    reader = csv.reader(io.StringIO(text))
+
+
+def _bounded_lines(f: io.TextIOBase, path: Path) -> Iterator[str]:
+    """The file's lines, streamed, refusing one longer than ``_MAX_LINE`` before it is read whole."""
+    lineno = 0
+    while line := f.readline(_MAX_LINE + 1):
+        lineno += 1
+        if len(line) > _MAX_LINE:
+            raise ColumnFileError(f"{path}: line {lineno} is longer than {_MAX_LINE} characters")
+        yield line
+
+
+def _parse_csv(path: Path, columns: Sequence[Column], reader: Any) -> dict[str, np.ndarray[Any, Any]]:
     try:
         header = next(reader)
     except StopIteration:
@@ -72,14 +89,17 @@ def _read_csv(path: Path, columns: Sequence[Column]) -> dict[str, np.ndarray[Any
     missing = [h for h in wanted if h not in index]
     if missing:
         raise ColumnFileError(f"{path}: missing column(s) {missing} in the header (found {header})")
+    rows: list[list[str]] = []
     try:
-        rows = list(reader)
+        for row in reader:
+            if not row:
+                continue  # tolerate blank lines
+            if len(row) != len(header):
+                lineno = len(rows) + 2
+                raise ColumnFileError(f"{path}: line {lineno} has {len(row)} fields, the header has {len(header)}")
+            rows.append(row)
     except csv.Error as exc:
         raise ColumnFileError(f"{path}: bad CSV at line {reader.line_num}: {exc}") from exc
-    rows = [r for r in rows if r]  # tolerate blank lines
-    for lineno, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise ColumnFileError(f"{path}: line {lineno} has {len(row)} fields, the header has {len(header)}")
     result: dict[str, np.ndarray[Any, Any]] = {}
     for col in columns:
         fields = csv_headers(col)
@@ -103,7 +123,16 @@ def _parse_cells(path: Path, cells: list[str], col: Column, field: str) -> np.nd
     dtype = col.element_dtype
     try:
         if dtype.kind == "f":
-            return np.array(cells, dtype=np.float64).astype(dtype)
+            wide = np.array(cells, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                out = wide.astype(dtype)
+            overflow = np.flatnonzero(np.isfinite(wide) & ~np.isfinite(out))
+            if overflow.size:
+                i = int(overflow[0])
+                raise ColumnFileError(
+                    f"{path}: line {i + 2}, column {field!r}: {cells[i]!r} is beyond the {col.dtype} range"
+                )
+            return out
         return np.array([int(v) for v in cells], dtype=dtype)
     except (ValueError, OverflowError):
         parse = float if dtype.kind == "f" else int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -66,6 +67,7 @@ __all__ = ["FeatureModule", "SandboxLimits", "declared_manifest"]
 
 _PAGE = 65536
 _MAX_ROW_STATUS = max(RowStatus)
+_MAX_FUEL = (1 << 64) - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +77,10 @@ class SandboxLimits:
     ``fuel_per_row`` and ``fuel_base`` bound the instructions a batch may execute (deterministic: the same
     on every device); ``timeout_ms`` bounds wall-clock time per call; ``memory_mib`` caps the module's linear
     memory. At least one of fuel and timeout must be set: a module with neither could hang the device.
-    ``batch_rows`` caps rows per call; larger inputs are streamed in chunks.
+    ``batch_rows`` caps rows per call; larger inputs are streamed in chunks. ``host_memory_mib`` caps what one
+    :meth:`FeatureModule.extract` makes the host allocate for converted inputs and outputs: the module's manifest
+    sets the row width (an ``ascii[2^20]`` output is 1 MiB a row), so a module that fits its sandbox could
+    otherwise make the host allocate gigabytes for a few hundred rows.
     """
 
     fuel_per_row: int | None = 1_000_000
@@ -83,6 +88,7 @@ class SandboxLimits:
     timeout_ms: float | None = None
     memory_mib: int = 64
     batch_rows: int = 65_536
+    host_memory_mib: int = 1024
 
     def __post_init__(self) -> None:
         if self.fuel_per_row is None and self.timeout_ms is None:
@@ -97,6 +103,8 @@ class SandboxLimits:
             raise ValueError(f"memory_mib must be between 1 and 4096, got {self.memory_mib}")
         if self.batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if not 1 <= self.host_memory_mib <= 1 << 20:
+            raise ValueError(f"host_memory_mib must be between 1 and {1 << 20}, got {self.host_memory_mib}")
 
     @property
     def engine_config(self) -> dict[str, object]:
@@ -247,9 +255,13 @@ class _Sandbox:
         self.instance = None
         return error
 
+    def _fuel(self, rows: int) -> int:
+        """The fuel for a call over ``rows`` rows; wasmtime takes a u64 and silently wraps larger values."""
+        return min(self.limits.fuel_base + (self.limits.fuel_per_row or 0) * rows, _MAX_FUEL)
+
     def _arm(self, store: wasmtime.Store, rows: int) -> None:
         if self.limits.fuel_per_row is not None:
-            store.set_fuel(self.limits.fuel_base + self.limits.fuel_per_row * rows)
+            store.set_fuel(self._fuel(rows))
         if self._watchdog is not None:
             store.set_epoch_deadline(self._epoch_ticks)
 
@@ -284,8 +296,7 @@ class _Sandbox:
         name = self.name
         code = exc.trap_code
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            budget = self.limits.fuel_base + (self.limits.fuel_per_row or 0) * rows
-            return FeatureOutOfFuel(name, f"ran out of fuel ({budget} for {rows} rows); it may loop forever")
+            return FeatureOutOfFuel(name, f"ran out of fuel ({self._fuel(rows)} for {rows} rows); it may loop forever")
         if code == wasmtime.TrapCode.INTERRUPT:
             return FeatureTimeout(name, f"ran past its deadline of {self.limits.timeout_ms} ms")
         if memory is not None and memory_size(store, memory) + _PAGE > self.limits.memory_mib << 20:
@@ -447,11 +458,13 @@ class FeatureModule(Resource):
     def extract(self, columns: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Run the module over named input columns; returns every output column plus ``status``.
 
-        Inputs are converted to the manifest's dtypes (lossless conversions only). Rows whose status is not
-        ``RowStatus.OK`` have all outputs zero. Raises :class:`FeatureInputError` for bad input and a
-        :class:`FeatureSandboxError` subclass when the module misbehaves.
+        Inputs are converted to the manifest's dtypes without losing information: integers only to types that
+        hold them exactly, floats to narrower floats only within range (rounding as float arithmetic does).
+        Rows whose status is not ``RowStatus.OK`` have all outputs zero. Raises :class:`FeatureInputError` for
+        bad input and a :class:`FeatureSandboxError` subclass when the module misbehaves.
         """
         self._check_open()
+        self._check_host_memory(columns)
         inputs, n = self._convert_inputs(columns)
         step = self._rows_per_call
         with self._lock:
@@ -465,6 +478,24 @@ class FeatureModule(Resource):
         result = {c.name: arr for c, arr in zip(self.manifest.outputs, outputs, strict=True)}
         result["status"] = status
         return result
+
+    def _check_host_memory(self, columns: Mapping[str, Any]) -> None:
+        """Refuse, before converting anything, a call whose inputs and outputs would exceed ``host_memory_mib``."""
+        rows = 0
+        for c in self.manifest.inputs:
+            try:
+                rows = max(rows, len(columns[c.name]))
+            except (KeyError, TypeError):
+                continue  # missing or not array-like: the conversion names the problem
+        row_bytes = self.manifest.row_bytes
+        limit = self.limits.host_memory_mib << 20
+        if rows * row_bytes > limit:
+            raise FeatureInputError(
+                self.manifest.name,
+                f"{rows} rows need {rows * row_bytes} bytes of host memory ({row_bytes} a row for this module's "
+                f"columns), over host_memory_mib={self.limits.host_memory_mib}; pass at most {limit // row_bytes} "
+                "rows per call or raise host_memory_mib",
+            )
 
     def _convert_inputs(self, columns: Mapping[str, Any]) -> tuple[list[np.ndarray[Any, Any]], int]:
         name = self.manifest.name
@@ -516,6 +547,7 @@ class FeatureModule(Resource):
             # The ABI promises all-zero outputs for rows that are not OK; enforce it in guest memory,
             # bytewise (so floats, integers and text alike), before anything is copied out.
             _zero_bad_rows(inst.out_bytes, status_now, m)
+        self._check_ascii_outputs(inst, m)
         if into is None:
             return [src[:m].copy() for src in inst.out_views], inst.status_view[:m].copy()
         outputs, status = into
@@ -523,6 +555,21 @@ class FeatureModule(Resource):
             out[start:stop] = src[:m]
         status[start:stop] = inst.status_view[:m]
         return into
+
+    def _check_ascii_outputs(self, inst: _Instance, m: int) -> None:
+        """An ascii output holds ASCII text (bytes below 0x80, NUL padded): anything else is the module's fault."""
+        for col, (raw, width) in zip(self.manifest.outputs, inst.out_bytes, strict=True):
+            if col.dtype != "ascii":
+                continue
+            high = np.flatnonzero(raw[: m * width] >= 0x80)
+            if high.size:
+                raise self._sandbox.fail(
+                    FeatureSandboxError(
+                        self.manifest.name,
+                        f"the module wrote non-ASCII byte {int(raw[high[0]]):#04x} into ascii output {col.name!r} "
+                        f"(row {int(high[0]) // width} of the batch)",
+                    )
+                )
 
     def _allocate(self, inst: _Instance, rows: int) -> None:
         """(Re)allocate every column buffer for ``rows`` rows, then the pointer table."""
@@ -551,6 +598,10 @@ class FeatureModule(Resource):
             inst.table_ptr = sandbox.guarded(lambda: inst.alloc(table.nbytes), rows=0) & 0xFFFFFFFF
             if inst.table_ptr == 0:
                 raise sandbox.fail(FeatureMemoryExhausted(name, "could not allocate the column table"))
+        blocks = [(f"column {c!r}", b.ptr, b.nbytes) for (c, _), b in zip(sizes, inst.buffers, strict=True)]
+        problem = _block_problem([*blocks, ("the column table", inst.table_ptr, table.nbytes)], inst.memory_size())
+        if problem:
+            raise sandbox.fail(FeatureSandboxError(name, f"flf1_alloc returned unusable blocks: {problem}"))
         inst.memory.write(inst.store, table.tobytes(), inst.table_ptr)
         self._refresh_view(inst)
 
@@ -577,6 +628,22 @@ class FeatureModule(Resource):
         ]
         sbuf = inst.buffers[-1]
         inst.status_view = view[sbuf.ptr : sbuf.ptr + sbuf.nbytes]
+
+
+def _block_problem(blocks: list[tuple[str, int, int]], memory_bytes: int) -> str | None:
+    """Why guest blocks ``(label, address, bytes)`` cannot be used (outside memory, overlapping), or None.
+
+    The guest's allocator is not trusted: a block past the end of memory would make the host read or write
+    outside it, and two overlapping blocks would let one column's data pass for another's.
+    """
+    for label, ptr, nbytes in blocks:
+        if ptr + nbytes > memory_bytes:
+            return f"{label} at {ptr:#x} ({nbytes} bytes) ends past the {memory_bytes} bytes of memory"
+    ordered = sorted(blocks, key=lambda b: b[1])
+    for (a, a_ptr, a_len), (b, b_ptr, _) in itertools.pairwise(ordered):
+        if a_ptr + a_len > b_ptr:
+            return f"{a} at {a_ptr:#x} ({a_len} bytes) overlaps {b} at {b_ptr:#x}"
+    return None
 
 
 _UINT_OF_WIDTH = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -704,7 +771,24 @@ def _convert_column(module: str, col: Column, values: Any) -> np.ndarray[Any, An
     if target.kind == "f":
         if kind not in "fiub":
             raise FeatureInputError(module, f"input {col.name!r} has dtype {arr.dtype}; expected numbers ({col.dtype})")
-        return np.ascontiguousarray(arr.astype(target))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(arr.astype(target))
+        if kind == "f":
+            # Narrowing floats rounds (as any float arithmetic does) but must not turn a finite value into inf.
+            if not np.array_equal(np.isfinite(out), np.isfinite(arr)):
+                raise FeatureInputError(module, f"input {col.name!r} has values beyond the {col.dtype} range")
+        elif kind in "iu" and arr.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact = np.array_equal(out.astype(np.float64), arr.astype(np.float64)) and np.array_equal(
+                    out.astype(arr.dtype), arr
+                )
+            if not exact:
+                raise FeatureInputError(
+                    module,
+                    f"input {col.name!r} has integers that {col.dtype} cannot hold exactly "
+                    "(f32 holds every integer up to 2^24, f64 up to 2^53)",
+                )
+        return out
     # Integer target: accept integers (and bools) that fit, and floats that are whole numbers that fit.
     if kind not in "iubf":
         raise FeatureInputError(module, f"input {col.name!r} has dtype {arr.dtype}; expected integers ({col.dtype})")

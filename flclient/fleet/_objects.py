@@ -21,12 +21,14 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from tokenize import TokenError
 from typing import Any, Union, cast
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from .._errors import ObjectIntegrityError
+from .._json import loads_untrusted
 from ._proto import flclient_fleet_pb2 as pb
 
 __all__ = [
@@ -128,6 +130,8 @@ def split_object(content: bytes) -> tuple[str, list[str], bytes]:
     try:
         head = content[:sep].decode("ascii")
         type_name, children_str, length_str = head.split(" ")
+        if not length_str.isdigit():
+            raise ValueError("the body length is not a decimal number")
         length = int(length_str)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ObjectIntegrityError(f"object header is malformed: {content[:sep][:80]!r}") from exc
@@ -261,7 +265,7 @@ def decode_content(
         total += len(content)
     if total > limits.max_message_bytes:
         raise ObjectIntegrityError(f"message is {total} bytes, over {limits.max_message_bytes}")
-    reader = _Reader(objects)
+    reader = _Reader(objects, limits)
     type_name, children, _ = reader.get(message_id, "Message")
     msg = decode_message_body(objects[message_id])
     if msg.HasField("error"):
@@ -285,8 +289,10 @@ def decode_content(
 
 
 class _Reader:
-    def __init__(self, objects: Mapping[str, bytes]) -> None:
+    def __init__(self, objects: Mapping[str, bytes], limits: DecodeLimits) -> None:
         self._objects = objects
+        self._limits = limits
+        self._array_bytes = 0  # array data assembled so far, all arrays of the message together
 
     def type_of(self, oid: str) -> str:
         return self.get(oid, None)[0]
@@ -300,12 +306,15 @@ class _Reader:
             raise ObjectIntegrityError(f"object {oid[:12]} is a {type_name}, expected {expected}")
         return type_name, children, body
 
+    def _json(self, oid: str, what: str, body: bytes, max_depth: int) -> Any:
+        try:
+            return loads_untrusted(body, max_depth=max_depth)
+        except ValueError as exc:
+            raise ObjectIntegrityError(f"{what} {oid[:12]} body is not the JSON it should be: {exc}") from exc
+
     def refs(self, oid: str, expected: str) -> dict[str, str]:
         _, children, body = self.get(oid, expected)
-        try:
-            refs = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ObjectIntegrityError(f"{expected} body is not JSON") from exc
+        refs = self._json(oid, expected, body, max_depth=1)
         if not isinstance(refs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in refs.items()):
             raise ObjectIntegrityError(f"{expected} body must map names to object ids")
         if set(refs.values()) != set(children):
@@ -314,22 +323,53 @@ class _Reader:
 
     def array(self, oid: str) -> np.ndarray:
         _, children, body = self.get(oid, "Array")
+        dtype, shape, chunk_ids = self._array_meta(oid, children, body)
+        # Sizes are checked on the chunks' lengths and on the .npy header before any byte is copied: a chunk
+        # named many times, or a small header declaring a huge array, must not make the device allocate it.
+        bodies = {cid: self.get(cid, "ArrayChunk")[2] for cid in set(chunk_ids)}  # each distinct chunk once
+        chunks = [bodies[cid] for cid in chunk_ids]
+        total = sum(len(c) for c in chunks)
+        budget = self._limits.max_message_bytes - self._array_bytes
+        if total > budget:
+            raise ObjectIntegrityError(
+                f"Array {oid[:12]} names {len(chunk_ids)} chunks of {total} bytes in all, over the {budget} bytes "
+                f"left of the message limit ({self._limits.max_message_bytes})"
+            )
+        header_len, npy_shape, npy_dtype, nbytes = _npy_header(oid, chunks)
+        if str(npy_dtype) != dtype or list(npy_shape) != shape:
+            raise ObjectIntegrityError(f"Array {oid[:12]} data disagrees with its declared dtype/shape")
+        if header_len + nbytes != total:
+            raise ObjectIntegrityError(
+                f"Array {oid[:12]}: its .npy header declares {header_len + nbytes} bytes, its chunks hold {total}"
+            )
+        self._array_bytes += total
         try:
-            meta = json.loads(body)
-            dtype, shape, stype, idx = meta["dtype"], meta["shape"], meta["stype"], meta["arraychunk_ids"]
-            chunk_ids = [children[int(i)] for i in idx]
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ObjectIntegrityError(f"Array {oid[:12]} body is malformed") from exc
-        if stype != _NUMPY_STYPE:
-            raise ObjectIntegrityError(f"Array {oid[:12]} has serialization type {stype!r}, not {_NUMPY_STYPE}")
-        data = b"".join(self.get(cid, "ArrayChunk")[2] for cid in chunk_ids)
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
+            arr = np.load(io.BytesIO(b"".join(chunks)), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise ObjectIntegrityError(f"Array {oid[:12]} data is not a .npy array: {exc}") from exc
-        if not isinstance(arr, np.ndarray) or str(arr.dtype) != dtype or list(arr.shape) != list(shape):
+        if not isinstance(arr, np.ndarray) or str(arr.dtype) != dtype or list(arr.shape) != shape:
             raise ObjectIntegrityError(f"Array {oid[:12]} data disagrees with its declared dtype/shape")
         return arr
+
+    def _array_meta(self, oid: str, children: list[str], body: bytes) -> tuple[str, list[int], list[str]]:
+        """The declared dtype, shape and chunk ids (in data order) of an Array object, each checked."""
+        meta = self._json(oid, "Array", body, max_depth=2)
+        if not isinstance(meta, dict) or not {"dtype", "shape", "stype", "arraychunk_ids"} <= set(meta):
+            raise ObjectIntegrityError(f"Array {oid[:12]} body must hold dtype, shape, stype and arraychunk_ids")
+        dtype, shape, stype, idx = meta["dtype"], meta["shape"], meta["stype"], meta["arraychunk_ids"]
+        if stype != _NUMPY_STYPE:
+            raise ObjectIntegrityError(f"Array {oid[:12]} has serialization type {stype!r}, not {_NUMPY_STYPE}")
+        if not isinstance(dtype, str):
+            raise ObjectIntegrityError(f"Array {oid[:12]} dtype must be a string")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise ObjectIntegrityError(f"Array {oid[:12]} shape must be a list of non-negative integers")
+        if not isinstance(idx, list) or not all(_is_count(i) and i < len(children) for i in idx):
+            raise ObjectIntegrityError(
+                f"Array {oid[:12]} arraychunk_ids must be integers indexing its {len(children)} children"
+            )
+        if not idx or set(idx) != set(range(len(children))):
+            raise ObjectIntegrityError(f"Array {oid[:12]} arraychunk_ids and its header name different chunks")
+        return dtype, shape, [children[i] for i in idx]
 
     def config(self, oid: str) -> dict[str, ConfigValue]:
         return self._scalar_record(oid, "ConfigRecord", pb.ConfigRecord, "config")
@@ -349,9 +389,45 @@ class _Reader:
             kind = item.value.WhichOneof("value")
             if kind is None:
                 raise ObjectIntegrityError(f"{what} {item.key!r} has no value")
+            if item.key in out:
+                raise ObjectIntegrityError(f"{type_name} {oid[:12]} names {what} {item.key!r} twice")
             value = getattr(item.value, kind)
             out[item.key] = list(value.vals) if kind.endswith("_list") else value
         return out
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# A .npy version 1 header is at most 65535 bytes after its 10-byte preamble; numpy itself reads at most 10000.
+_NPY_PREFIX = 10 + 65535
+# numpy parses the header's dict with the tokenizer and ast.literal_eval, which raise all of these on garbage.
+_NPY_HEADER_ERRORS = (ValueError, TypeError, KeyError, OSError, EOFError, SyntaxError, TokenError, RecursionError)
+
+
+def _npy_header(oid: str, chunks: list[bytes]) -> tuple[int, tuple[int, ...], np.dtype[Any], int]:
+    """Header length, shape, dtype and data bytes the .npy in ``chunks`` declares (read from its header only)."""
+    prefix = bytearray()
+    for chunk in chunks:
+        if len(prefix) >= _NPY_PREFIX:
+            break
+        prefix += chunk[: _NPY_PREFIX - len(prefix)]
+    fp = io.BytesIO(bytes(prefix))
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except _NPY_HEADER_ERRORS as exc:
+        raise ObjectIntegrityError(f"Array {oid[:12]} data is not a .npy array: {exc}") from exc
+    if dtype.hasobject:
+        raise ObjectIntegrityError(f"Array {oid[:12]} data is not a .npy array of numbers: it holds pickled objects")
+    del fortran  # either order loads into the same values
+    return fp.tell(), tuple(shape), dtype, math.prod(shape) * dtype.itemsize  # Python ints: no overflow
 
 
 def _config_value(key: str, value: ConfigValue) -> pb.ConfigRecordValue:

@@ -186,7 +186,7 @@ class SecAggDevice:
         st = dict(record.state)
         params = SecAggParams.from_bytes(bytes.fromhex(st["params"]))
         me: int = st["me"]
-        mine = params.graph[me]
+        mine = params.neighbours(me)
         keys: dict[int, list[str]] = {}
         seen: set[bytes] = set()
         own_ok = False

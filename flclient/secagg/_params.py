@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Literal
 from .._errors import SecAggProtocolError
 from ._wire import Reader
 
-__all__ = ["PRGS", "SecAggParams", "choose_degree", "neighbour_graph"]
+__all__ = ["PRGS", "SecAggParams", "choose_degree", "neighbour_graph", "neighbours_of"]
 
 PRGS: tuple[str, ...] = ("chacha20", "aes-ctr")
 Prg = Literal["chacha20", "aes-ctr"]
@@ -21,18 +22,21 @@ _PARAMS_HEAD = struct.Struct("<BIIIBBddI32sH")
 _PARAMS_VERSION = 1
 _MAX_NODES = 1 << 16
 _MAX_DIM = (1 << 31) - 1
+# n * k neighbour slots: the coordinator relays a ciphertext per slot and holds the graph; a device never builds
+# it (it derives its own neighbours), but a round beyond this is refused by both.
+_MAX_EDGES = 1 << 23
 
 
-def _binom_cdf_below(k: int, p: float, t: int) -> float:
-    """P[Binomial(k, p) < t], exactly (k is small: at most a few thousand)."""
-    if t <= 0:
-        return 0.0
-    if t > k:
-        return 1.0
-    total = 0.0
-    for m in range(t):
-        total += math.exp(math.lgamma(k + 1) - math.lgamma(m + 1) - math.lgamma(k - m + 1)) * p**m * (1 - p) ** (k - m)
-    return min(total, 1.0)
+def _binom_pmf(k: int, p: float) -> list[float]:
+    """P[Binomial(k, p) = m] for m = 0..k, in log space (the coefficients overflow floats past k ~ 1000)."""
+    if p <= 0.0 or p >= 1.0:
+        certain = 0 if p <= 0.0 else k
+        return [1.0 if m == certain else 0.0 for m in range(k + 1)]
+    log_p, log_q, log_k = math.log(p), math.log1p(-p), math.lgamma(k + 1)
+    return [
+        math.exp(log_k - math.lgamma(m + 1) - math.lgamma(k - m + 1) + m * log_p + (k - m) * log_q)
+        for m in range(k + 1)
+    ]
 
 
 def choose_degree(
@@ -51,7 +55,8 @@ def choose_degree(
     the chance that some neighbourhood holds ``t`` corrupted devices is at most ``2^-security_bits``, and
     ``t > k / 2`` so the server can never gather both kinds of shares of one secret from honest devices.
     When no sparse graph qualifies the graph is complete (``k = n - 1``) with the smallest ``t > k / 2``,
-    which tolerates the most dropouts.
+    which tolerates the most dropouts. The graph is held to ``n * k <= 2^23`` neighbour slots (see
+    :class:`SecAggParams`): ``ValueError`` when no graph within that bound qualifies.
 
     Example: ``choose_degree(1000, dropout=0.2)`` gives a graph far sparser than the complete one.
     """
@@ -63,17 +68,50 @@ def choose_degree(
         raise ValueError(f"corruption must be in [0, 0.5), got {corruption}")
     fail_ok = 2.0**-correctness_bits / n
     leak_ok = 2.0**-security_bits / n
-    for k in range(2, n - 1, 2):
-        for t in range(k // 2 + 1, k + 1):
-            if _binom_cdf_below(k, 1 - dropout, t) > fail_ok:
+    for k in range(2, min(n - 1, _MAX_EDGES // n + 1), 2):
+        survive = _binom_pmf(k, 1 - dropout)
+        # P[corrupted >= t] summed from its small end: 1 - P[< t] would lose the 2^-40-sized tail to rounding.
+        corrupt_from = list(itertools.accumulate(reversed(_binom_pmf(k, corruption))))[::-1]
+        first = k // 2 + 1
+        below_survive = sum(survive[:first])  # P[survivors < t], extended one term per t
+        for t in range(first, k + 1):
+            if below_survive > fail_ok:
                 break
-            if 1.0 - _binom_cdf_below(k, corruption, t) <= leak_ok:
+            if corrupt_from[t] <= leak_ok:
                 return k, t
+            below_survive += survive[t]
+    if n * (n - 1) > _MAX_EDGES:
+        raise ValueError(
+            f"no neighbour graph for {n} devices within {_MAX_EDGES} neighbour slots meets dropout={dropout}, "
+            f"corruption={corruption}; use fewer devices per round or lower the assumed dropout/corruption"
+        )
     return n - 1, (n - 1) // 2 + 1
 
 
 def _perm_key(seed: bytes, i: int) -> bytes:
     return hashlib.sha256(seed + i.to_bytes(4, "little")).digest()
+
+
+def _check_degree(n: int, k: int) -> None:
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"degree k must be in [1, n-1] = [1, {n - 1}], got {k}")
+    if k != n - 1 and k % 2:
+        raise ValueError(f"a sparse neighbour graph needs an even degree, got {k}")
+
+
+def neighbours_of(n: int, k: int, seed: bytes, index: int) -> frozenset[int]:
+    """Device ``index``'s neighbour set in :func:`neighbour_graph`, in O(n) time and memory (not O(n k)).
+
+    In the Harary graph a device's neighbours are the ``k / 2`` devices on either side of it in the seeded order.
+    """
+    _check_degree(n, k)
+    if not 0 <= index < n:
+        raise ValueError(f"device index must be in [0, {n}), got {index}")
+    if k == n - 1:
+        return frozenset(range(n)) - {index}
+    order = sorted(range(n), key=lambda i: _perm_key(seed, i))
+    pos = order.index(index)
+    return frozenset(order[(pos + step) % n] for step in range(-(k // 2), k // 2 + 1) if step)
 
 
 def neighbour_graph(n: int, k: int, seed: bytes) -> tuple[frozenset[int], ...]:
@@ -82,13 +120,10 @@ def neighbour_graph(n: int, k: int, seed: bytes) -> tuple[frozenset[int], ...]:
     Positions come from sorting ``sha256(seed || index)``, so every party derives the same graph from the public
     seed without depending on a numpy version. ``k`` must be even or equal ``n - 1`` (complete graph).
     """
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"degree k must be in [1, n-1] = [1, {n - 1}], got {k}")
+    _check_degree(n, k)
     if k == n - 1:
         everyone = frozenset(range(n))
         return tuple(everyone - {i} for i in range(n))
-    if k % 2:
-        raise ValueError(f"a sparse neighbour graph needs an even degree, got {k}")
     order = sorted(range(n), key=lambda i: _perm_key(seed, i))
     half = k // 2
     out: list[set[int]] = [set() for _ in range(n)]
@@ -129,6 +164,11 @@ class SecAggParams:
             raise ValueError("node_ids must be sorted, unique unsigned 64-bit ids")
         if not 1 <= self.degree <= n - 1 or (self.degree != n - 1 and self.degree % 2):
             raise ValueError(f"degree must be even and in [2, n-2], or n-1 = {n - 1}; got {self.degree}")
+        if n * self.degree > _MAX_EDGES:
+            raise ValueError(
+                f"{n} devices of degree {self.degree} make {n * self.degree} neighbour slots, more than the "
+                f"{_MAX_EDGES} allowed; use a sparser graph (choose_degree) or fewer devices per round"
+            )
         if not self.degree // 2 < self.threshold <= self.degree:
             raise ValueError(
                 f"threshold must be in (k/2, k] = ({self.degree / 2}, {self.degree}], got {self.threshold}"
@@ -173,8 +213,14 @@ class SecAggParams:
 
     @cached_property
     def graph(self) -> tuple[frozenset[int], ...]:
-        """Neighbour sets by device index."""
+        """Neighbour sets by device index (the coordinator's view; a device needs only :meth:`neighbours`)."""
         return neighbour_graph(self.n, self.degree, self.graph_seed)
+
+    def neighbours(self, index: int) -> frozenset[int]:
+        """The neighbour set of device ``index``, derived without building the whole graph."""
+        if "graph" in self.__dict__:
+            return self.graph[index]
+        return neighbours_of(self.n, self.degree, self.graph_seed, index)
 
     def index_of(self, node_id: int) -> int:
         """The protocol index of a Flower node id (``ValueError`` when it does not take part)."""

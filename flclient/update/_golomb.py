@@ -65,6 +65,10 @@ def rice_decode(unary: bytes, remainder: bytes, count: int, r: int, *, limit: in
     if count and r and int(q.max()) >= (1 << (62 - r)):
         raise ValueError("gap too large")
     gaps: I64 = (q << r) | rem
-    if count and int(np.sum(gaps + 1)) > limit:
+    # Bound every gap before summing: gaps near 2^62 would wrap the int64 sum below the limit.
+    if count > limit or (count and int(gaps.max()) >= limit):
+        raise ValueError("indices run past the vector length")
+    total = int(np.sum(gaps + 1)) if count * limit < 1 << 63 else sum(gaps.tolist()) + count
+    if total > limit:
         raise ValueError("indices run past the vector length")
     return gaps

@@ -14,6 +14,7 @@ import json
 import math
 import secrets
 import struct
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._errors import UpdateCodecError, UpdateError
+from .._json import loads_untrusted
 from .._sqlite import SqliteFile
 from ._clip import ClipConfig, clip_update
 from ._codecs import UpdateCodec, decode_vector
@@ -49,10 +51,13 @@ __all__ = [
 F32 = npt.NDArray[np.float32]
 
 _MAGIC = b"FLUP"
-_VERSION = 1
+_VERSION = 2  # 2: a CRC-32 of the header and manifest follows the manifest (version 1 had none)
 _HEAD = struct.Struct("<4sBI")
+_CRC = struct.Struct("<I")
 _LEN = struct.Struct("<Q")
 _MAX_MANIFEST = 1 << 20
+_MAX_NDIM = 32  # numpy's own limit is 32 (1.x) or 64 (2.x) dimensions
+_MAX_MANIFEST_DEPTH = 8  # the pipeline writes 3 levels ({"layers": [[name, [dims]]]}); room for more fields
 
 
 def secure_generator() -> np.random.Generator:
@@ -285,9 +290,11 @@ class EncodedUpdate:
     payloads: dict[str, bytes]
 
     def to_bytes(self) -> bytes:
-        """Wire form: ``b"FLUP"``, version, manifest length and JSON, then each payload length-prefixed."""
+        """Wire form: ``b"FLUP"``, version, manifest length and JSON, CRC-32 of all that, then each payload
+        length-prefixed (each payload carries its own CRC)."""
         meta = json.dumps(self.manifest, sort_keys=True, separators=(",", ":")).encode()
-        parts = [_HEAD.pack(_MAGIC, _VERSION, len(meta)), meta]
+        head = _HEAD.pack(_MAGIC, _VERSION, len(meta)) + meta
+        parts = [head, _CRC.pack(zlib.crc32(head))]
         for name, _shape in self.manifest["layers"]:
             parts += [_LEN.pack(len(self.payloads[name])), self.payloads[name]]
         return b"".join(parts)
@@ -346,33 +353,36 @@ class UpdatePipeline:
 def decode_update(data: bytes, *, max_coords: int) -> tuple[dict[str, Any], dict[str, F32]]:
     """Server side: the manifest and the decoded layers (in their shapes) of :meth:`EncodedUpdate.to_bytes`.
 
-    ``max_coords`` bounds all layers together; anything malformed raises :class:`~flclient.UpdateCodecError`.
+    ``max_coords`` bounds all layers together; anything malformed raises :class:`~flclient.UpdateCodecError`
+    (and nothing else: a hostile upload must fail only itself).
     """
     buf = memoryview(data)
     if len(buf) < _HEAD.size:
         raise UpdateCodecError("update is truncated (shorter than its header)")
     magic, version, meta_len = _HEAD.unpack(buf[: _HEAD.size])
-    if magic != _MAGIC or version != _VERSION:
-        raise UpdateCodecError("not an update of a supported format version")
-    if meta_len > min(_MAX_MANIFEST, len(buf) - _HEAD.size):
+    if magic != _MAGIC:
+        raise UpdateCodecError("not an encoded update (bad magic)")
+    if version != _VERSION:
+        raise UpdateCodecError(f"unsupported update format version {version} (this build reads {_VERSION})")
+    if meta_len > min(_MAX_MANIFEST, len(buf) - _HEAD.size - _CRC.size):
         raise UpdateCodecError("update manifest is truncated or too large")
     pos = _HEAD.size + meta_len
-    try:
-        manifest = json.loads(bytes(buf[_HEAD.size : pos]))
-        layers = [(str(n), [int(d) for d in shape]) for n, shape in manifest["layers"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UpdateCodecError(f"update manifest is malformed: {exc}") from exc
+    (crc,) = _CRC.unpack(buf[pos : pos + _CRC.size])
+    if zlib.crc32(buf[:pos]) != crc:
+        raise UpdateCodecError("update manifest checksum mismatch (corrupted or truncated)")
+    manifest, layers = _parse_manifest(bytes(buf[_HEAD.size : pos]))
+    pos += _CRC.size
     budget = max_coords
     out: dict[str, F32] = {}
     for name, shape in layers:
         size = math.prod(shape)
-        if any(d < 0 for d in shape) or size > budget:
-            raise UpdateCodecError(f"layer {name!r} exceeds the allowed number of coordinates")
+        if size > budget:
+            raise UpdateCodecError(f"layer {name!r} exceeds the allowed number of coordinates ({max_coords} in all)")
         if pos + _LEN.size > len(buf):
             raise UpdateCodecError("update is truncated")
         (length,) = _LEN.unpack(buf[pos : pos + _LEN.size])
         pos += _LEN.size
-        if pos + length > len(buf):
+        if length > len(buf) - pos:
             raise UpdateCodecError("update is truncated")
         vec = decode_vector(bytes(buf[pos : pos + length]), max_coords=size)
         if vec.size != size:
@@ -383,3 +393,30 @@ def decode_update(data: bytes, *, max_coords: int) -> tuple[dict[str, Any], dict
     if pos != len(buf):
         raise UpdateCodecError("update has trailing bytes")
     return manifest, out
+
+
+def _parse_manifest(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, list[int]]]]:
+    """The manifest and its layers, every layer a unique name and a shape of non-negative integers."""
+    try:
+        manifest = loads_untrusted(raw, max_depth=_MAX_MANIFEST_DEPTH)
+    except ValueError as exc:
+        raise UpdateCodecError(f"update manifest is malformed: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
+        raise UpdateCodecError("update manifest must be a JSON object with a 'layers' list")
+    layers: list[tuple[str, list[int]]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(manifest["layers"]):
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise UpdateCodecError(f"update manifest layers[{i}] must be [name, shape]")
+        name, shape = entry
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise UpdateCodecError(f"layer {name!r} has shape {shape!r}; dimensions must be non-negative integers")
+        if len(shape) > _MAX_NDIM:
+            raise UpdateCodecError(f"layer {name!r} has {len(shape)} dimensions, more than the {_MAX_NDIM} allowed")
+        if name in seen:
+            raise UpdateCodecError(f"update manifest names layer {name!r} twice")
+        seen.add(name)
+        layers.append((name, shape))
+    return manifest, layers

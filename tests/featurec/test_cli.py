@@ -188,3 +188,28 @@ def test_console_scripts_exit_cleanly() -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     proc = subprocess.run([str(bindir / "flclient"), "features", "run"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b'{"name": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested 200001 levels"),  # was a RecursionError
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"name": "a", "name": "b"}', "repeats the key"),
+    ],
+)
+def test_inspect_and_publish_refuse_hostile_manifests_in_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: bytes, message: str
+) -> None:
+    from featurec._errors import PublishError
+    from featurec._publish import publish_module
+    from flclient.features._abi import MANIFEST_SECTION
+    from flclient.features._wasm_binary import with_custom_section
+
+    path = tmp_path / "hostile.wasm"
+    path.write_bytes(with_custom_section(wat.build(wat.doubler_wat(), embed=False), MANIFEST_SECTION, manifest))
+    code, out, err = run(featurec_main, ["inspect", str(path)], capsys)
+    assert code == 1 and "module   ? ?" in out
+    assert message in err and all(line.startswith("featurec: error:") for line in err.strip().splitlines()), err
+    with pytest.raises(PublishError, match=message):
+        publish_module(path, repo=tmp_path / "repo", keys=[])

@@ -119,3 +119,17 @@ def test_update_signature_binds_the_round_and_node() -> None:
         verify_update(payload + b"\0", sig, context=ctx, trusted_keys=[device.public_key()])
     with pytest.raises(ValueError, match="node_id"):
         UpdateContext(run_id=1, server_round=1, node_id=-1, model_version=0)
+
+
+def test_hostile_json_in_a_checkpoint_header_or_signature_is_the_package_error() -> None:
+    import struct
+
+    from flclient.artifacts._signed import CHECKPOINT_FORMAT_VERSION
+
+    deep = b"[" * 100_000 + b"]" * 100_000  # was a RecursionError
+    for header in (deep, b'{"arrays": [], "arrays": [], "model_version": 1}', b'{"arrays": [], "model_version": NaN}'):
+        data = struct.pack("<6sBBI", b"FLCKPT", CHECKPOINT_FORMAT_VERSION, 0, len(header)) + header
+        with pytest.raises(CheckpointError, match="not JSON"):
+            decode_checkpoint(data)
+    with pytest.raises(_signing.SignatureError, match="nested 2000 levels"):
+        _signing.DetachedSignature.from_bytes(b"[" * 2000 + b"]" * 2000)

@@ -119,6 +119,51 @@ def test_manifest_parser_rejects_truncation(m: Manifest, cut: int) -> None:
         Manifest.from_bytes(data[:cut])
 
 
+@given(manifests(), st.data())
+def test_manifest_parser_raises_only_the_manifest_error_on_mutated_bytes(m: Manifest, data: st.DataObject) -> None:
+    raw = bytearray(m.to_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            raw[at] = data.draw(st.sampled_from(b'[]{}",:0e.-\\ \x00\xff'))
+        else:
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+    try:
+        parsed = Manifest.from_bytes(bytes(raw))
+    except FeatureManifestError:
+        return
+    assert isinstance(parsed, Manifest)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(key=st.sampled_from(["abi_version", "name", "version", "description", "inputs", "outputs"]), value=_json_values)
+def test_manifest_parser_raises_only_the_manifest_error_on_any_json_value(key: str, value: Any) -> None:
+    obj = {**wat.manifest(), key: value}
+    if key in ("inputs", "outputs"):
+        obj[key] = [value] if not isinstance(value, list) else value
+    with contextlib.suppress(FeatureManifestError):
+        Manifest.from_bytes(json.dumps(obj).encode())
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (b"[" * 300_000 + b"]" * 300_000, "nested 300000 levels"),  # under the 1 MiB cap; was a RecursionError
+        (b'{"name": "a", "name": "b"}', "repeats the key"),
+        (b'{"abi_version": Infinity}', "Infinity"),
+    ],
+)
+def test_hostile_manifest_json_is_a_manifest_error(text: bytes, match: str) -> None:
+    with pytest.raises(FeatureManifestError, match=match):
+        Manifest.from_bytes(text)
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -208,6 +253,20 @@ def test_csv_errors_name_the_line_and_column(tmp_path: Path) -> None:
     p.write_text("t,v[0],v[1],v[2],d,h\n1,0,0,0,1,toolong\n")
     with pytest.raises(ColumnFileError, match="at most 5"):
         read_columns(p, COLS)
+    p.write_text('t,v[0],v[1],v[2],d,h\n1,0,0,0,1,"abc\n')  # an unterminated quote (was read to the end)
+    with pytest.raises(ColumnFileError, match="bad CSV"):
+        read_columns(p, COLS)
+    p.write_text('t,v[0],v[1],v[2],d,h\n1,0,0,0,1,"ab"c\n')
+    with pytest.raises(ColumnFileError, match="bad CSV"):
+        read_columns(p, COLS)
+    p.write_text("t,v[0],v[1],v[2],d,h\n1,0,1e39,0,1,abc\n")  # f32 overflow (was read as inf)
+    with pytest.raises(ColumnFileError, match=r"line 2, column 'v\[1\]': '1e39' is beyond the f32 range"):
+        read_columns(p, COLS)
+    p.write_text("t,v[0],v[1],v[2],d,h\n1,0,0,0,1,abc\n" + "1," * 5000 + "\n")
+    with pytest.MonkeyPatch.context() as mp:  # lines are streamed: a long one is refused before it is read whole
+        mp.setattr("flclient.features._columns_io._MAX_LINE", 1000)
+        with pytest.raises(ColumnFileError, match="line 3 is longer than 1000 characters"):
+            read_columns(p, COLS)
     p.write_text("")
     with pytest.raises(ColumnFileError, match="empty"):
         read_columns(p, COLS)

@@ -127,6 +127,20 @@ def test_input_conversion_is_lossless_or_refused() -> None:
             fm.extract({"in_0": 5})
 
 
+def test_float_inputs_are_refused_when_they_would_overflow_or_lose_integers() -> None:
+    mod = copy_module([Column(name="a", dtype="f32")])
+    with FeatureModule.from_bytes(mod) as fm:
+        got = fm.extract({"in_0": np.array([0.5, -2.0, np.inf, 3e38])})["out_0"]
+        assert got.tolist() == [0.5, -2.0, np.inf, float(np.float32(3e38))]  # rounding is fine, overflow is not
+        assert fm.extract({"in_0": np.array([2**24, -(2**24)])})["out_0"].tolist() == [2**24, -(2**24)]
+        with pytest.raises(FeatureInputError, match="beyond the f32 range"):
+            fm.extract({"in_0": np.array([1.0, 1e39])})  # was silently inf
+        with pytest.raises(FeatureInputError, match="cannot hold exactly"):
+            fm.extract({"in_0": np.array([2**24 + 1])})  # was silently 2^24
+        with pytest.raises(FeatureInputError, match="cannot hold exactly"):
+            fm.extract({"in_0": np.array([2**64 - 1], dtype=np.uint64)})
+
+
 def test_columns_must_have_equal_lengths() -> None:
     mod = copy_module([Column(name="a", dtype="f32"), Column(name="b", dtype="i8", shape=(2,))])
     with FeatureModule.from_bytes(mod) as fm:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from flclient.features import (
     FeatureAbiMismatch,
     FeatureExportError,
     FeatureImportError,
+    FeatureInputError,
     FeatureManifestError,
     FeatureMemoryExhausted,
     FeatureModule,
@@ -19,6 +22,8 @@ from flclient.features import (
     FeatureTrap,
     SandboxLimits,
 )
+from flclient.features._abi import MANIFEST_SECTION
+from flclient.features._wasm_binary import with_custom_section
 
 from . import wat
 
@@ -185,3 +190,100 @@ def test_start_function_that_loops_is_stopped_at_load() -> None:
 def test_module_that_needs_more_memory_than_the_limit() -> None:
     with pytest.raises(FeatureMemoryExhausted, match="memory limit of 1 MiB"):
         _load(wat.doubler(memory_pages=64), memory_mib=1)
+
+
+# The allocator is the module's: every block it hands back must lie inside memory and overlap no other. -------
+_FIRST = 65536  # the doubler's heap starts at page 1; x is the first block, y follows 3 rows * 8 bytes later
+
+
+@pytest.mark.parametrize(
+    ("call", "address", "match"),
+    [
+        (4, 0x7FFFFFF0, "the column table at 0x7ffffff0 .* ends past"),  # was an IndexError traceback
+        (4, _FIRST, "column 'x' .* overlaps the column table|the column table .* overlaps column 'x'"),
+        (2, _FIRST, "column 'x' at 0x10000 .* overlaps column 'y'|column 'y' .* overlaps column 'x'"),
+        (3, _FIRST + 24, "column 'y' .* overlaps column 'status'|column 'status' .* overlaps column 'y'"),
+        (1, 0x7FFFFFF0, "invalid address 0x7ffffff0"),
+    ],
+)
+def test_allocator_blocks_outside_memory_or_overlapping_are_refused(call: int, address: int, match: str) -> None:
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(wat.alloc_returns_on_call(call, address)))
+    with _load(module) as fm:
+        with pytest.raises(FeatureSandboxError, match=match):
+            fm.extract(X)
+        with pytest.raises(FeatureSandboxError, match=match):  # the rebuilt instance is refused the same way
+            fm.extract(X)
+    _assert_healthy()
+
+
+def test_an_allocator_that_hands_out_one_block_for_everything_is_refused() -> None:
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(f"(return (i32.const {_FIRST}))"))
+    with _load(module) as fm, pytest.raises(FeatureSandboxError, match="overlaps"):
+        fm.extract(X)
+
+
+def test_a_well_behaved_hostile_alloc_wrapper_still_works() -> None:
+    """The wrapper itself is sound: with a rule that never fires the module runs (so the tests above can fail)."""
+    module = wat.doubler(omit=("flf1_alloc",), extra=wat.hostile_alloc(wat.alloc_returns_on_call(99, 0)))
+    with _load(module) as fm:
+        assert fm.extract(X)["y"].tolist() == [2.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("where", ["embedded", "code"])
+def test_a_deeply_nested_manifest_is_a_manifest_error(where: str) -> None:
+    depth = 50_000  # 100 kB, well under the 1 MiB cap, and far past json's recursion limit
+    text = b'{"abi_version": 1, "name": "doubler", "version": "1.0.0", "inputs": ' + b"[" * depth + b"]" * depth
+    text += b', "outputs": []}'
+    if where == "embedded":
+        data = with_custom_section(wat.build(wat.doubler_wat(), embed=False), MANIFEST_SECTION, text)
+    else:  # the embedded manifest is fine; the one the code declares is the hostile one
+        data = wat.build(wat.doubler_wat(code_manifest=text, memory_pages=4), wat.manifest())
+    with pytest.raises(FeatureManifestError, match=f"nested {depth + 1} levels"):
+        _load(data)
+    _assert_healthy()
+
+
+def test_fuel_beyond_u64_is_capped_not_wrapped() -> None:
+    # 4 rows * 2^62 + 100 wraps to 100 in wasmtime's u64, which starves a good module; capped, it runs.
+    with _load(wat.doubler(), fuel_per_row=1 << 62, fuel_base=100) as fm:
+        assert fm.extract({"x": np.arange(4.0)})["y"].tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_wide_outputs_are_refused_before_the_host_allocates_them() -> None:
+    # Seven 1 MiB text outputs fit the 64 MiB sandbox a few rows at a time, but 200 rows would make the host
+    # allocate 1.4 GB of output arrays.
+    wide = [{"name": f"t{i}", "dtype": "ascii", "shape": [1 << 20]} for i in range(7)]
+    columns = wat.manifest(outputs=[*wat.X_COLUMNS["outputs"], *wide])
+    with _load(wat.doubler(code_manifest=columns, embedded_manifest=columns)) as fm:
+        tracemalloc.start()
+        try:
+            with pytest.raises(FeatureInputError, match="host_memory_mib=1024; pass at most 146 rows"):
+                fm.extract({"x": np.zeros(200)})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 << 20, f"refusing peaked at {peak} bytes"
+
+
+def test_the_host_memory_limit_counts_rows_times_the_row_width() -> None:
+    with _load(wat.doubler(), host_memory_mib=1) as fm:
+        fits = (1 << 20) // fm.manifest.row_bytes
+        assert fm.extract({"x": np.ones(fits)})["y"].shape == (fits,)
+        with pytest.raises(FeatureInputError, match=f"pass at most {fits} rows"):
+            fm.extract({"x": np.ones(fits + 1)})
+    with pytest.raises(ValueError, match="host_memory_mib"):
+        SandboxLimits(host_memory_mib=0)
+
+
+def test_non_ascii_bytes_in_an_ascii_output_are_the_modules_fault() -> None:
+    # Outputs y: f64 and name: ascii[4]; the module writes 0xff into the first byte of every name.
+    columns = wat.manifest(outputs=[*wat.X_COLUMNS["outputs"], {"name": "name", "dtype": "ascii", "shape": [4]}])
+    extract = """
+  (func (export "flf1_extract") (param $n i32) (param $t i32) (result i32)
+    (memory.fill (i32.load offset=8 (local.get $t)) (i32.const 0xff) (i32.mul (local.get $n) (i32.const 4)))
+    (memory.fill (i32.load offset=12 (local.get $t)) (i32.const 0) (local.get $n))
+    (i32.const 0))"""
+    module = wat.doubler(code_manifest=columns, embedded_manifest=columns, extract=extract)
+    with _load(module) as fm, pytest.raises(FeatureSandboxError, match="non-ASCII byte 0xff into ascii output 'name'"):
+        fm.extract(X)
+    _assert_healthy()

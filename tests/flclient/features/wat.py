@@ -63,7 +63,7 @@ DOUBLER_EXTRACT = """
 
 def doubler_wat(
     *,
-    code_manifest: dict[str, Any] | None = None,
+    code_manifest: dict[str, Any] | bytes | None = None,
     extract: str = DOUBLER_EXTRACT,
     abi_version_body: str = "(i32.const 1)",
     imports: str = "",
@@ -71,8 +71,11 @@ def doubler_wat(
     omit: tuple[str, ...] = (),
     memory_pages: int = 2,
 ) -> str:
-    """WAT text of the doubler, with any piece replaced."""
-    text = json.dumps(code_manifest or manifest(), separators=(",", ":")).encode()
+    """WAT text of the doubler, with any piece replaced (``code_manifest`` as bytes: the exact text)."""
+    if isinstance(code_manifest, bytes):
+        text = code_manifest  # raw, possibly not even JSON
+    else:
+        text = json.dumps(code_manifest or manifest(), separators=(",", ":")).encode()
     parts = {
         "flf_abi_version": f'(func (export "flf_abi_version") (result i32) {abi_version_body})',
         "flf1_manifest_ptr": '(func (export "flf1_manifest_ptr") (result i32) (i32.const 1024))',
@@ -115,3 +118,25 @@ def build(wat: str, embedded_manifest: dict[str, Any] | None = None, *, embed: b
 def doubler(**kwargs: Any) -> bytes:
     embedded = kwargs.pop("embedded_manifest", None)
     return build(doubler_wat(**kwargs), embedded or kwargs.get("code_manifest"))
+
+
+def hostile_alloc(rule: str) -> str:
+    """An ``flf1_alloc`` that bump-allocates but first applies ``rule``, which may return another address.
+
+    ``$calls`` counts the calls (1-based); the host allocates the input, output and status columns, then the
+    column table, so for the doubler call 4 is the table. Use with ``doubler(omit=("flf1_alloc",), extra=...)``.
+    """
+    return f"""
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "flf1_alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    {rule}
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))"""
+
+
+def alloc_returns_on_call(call: int, address: int) -> str:
+    """A :func:`hostile_alloc` rule: call number ``call`` returns ``address`` instead of a fresh block."""
+    return f"(if (i32.eq (global.get $calls) (i32.const {call})) (then (return (i32.const {address}))))"

@@ -285,3 +285,43 @@ def test_the_server_plugin_does_not_import_the_device_task_executor() -> None:
     code = "import sys, flclient.server.app; print('flclient._task' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+class _HostileUploader:
+    """A device whose train replies carry hand-made hostile update payloads (one per round) instead of its own."""
+
+    def __init__(self, inner: TaskExecutor, payloads: list[bytes]) -> None:
+        self.inner = inner
+        self.payloads = iter(payloads)
+
+    def run(self, message_type: str, content: Any) -> Any:
+        outcome = self.inner.run(message_type, content)
+        if message_type == "train" and "update" in outcome.content:
+            payload = np.frombuffer(next(self.payloads), dtype=np.uint8)
+            outcome.content["update"] = ArrayRecord({"payload": payload})
+        return outcome
+
+
+def _flup(manifest: bytes) -> bytes:
+    import struct
+    import zlib
+
+    head = struct.pack("<4sBI", b"FLUP", 2, len(manifest)) + manifest
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+@pytest.mark.usefixtures("flower_run")
+def test_one_devices_hostile_upload_is_dropped_and_the_round_aggregates_the_others(tmp_path: Path) -> None:
+    grid, sha, _ = _grid(tmp_path)
+    hostile = [
+        _flup(b'{"layers": [["dense0_weight", [Infinity, 2]]]}'),  # was an OverflowError that aborted the round
+        _flup(b'{"layers": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),  # was a RecursionError
+        _flup(b'{"layers": [["dense0_weight", [1, 2]], ["dense0_weight", [1, 2]]]}'),  # duplicate layer names
+    ]
+    grid.executors[12] = _HostileUploader(grid.executors[12], hostile)  # type: ignore[assignment]
+    run_federation(grid, _cfg(tmp_path, sha, **{"update-codec": "fp32", "min-replies": 2}))  # type: ignore[arg-type]
+    rounds = [r for r in _records(tmp_path) if r["event"] == "round"]
+    assert len(rounds) == 3
+    for record in rounds:
+        assert set(record["rejected"]) == {"12"} and "undecodable update" in record["rejected"]["12"], record
+        assert record["new_version"] != record["version"]  # the other two devices' updates were aggregated
