@@ -6,12 +6,12 @@ keys nobody asked for. Every refusal is a :class:`~flclient.ProtocolError` namin
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from .._errors import ProtocolError
+from .._json import loads_untrusted
 
 __all__ = ["ValueReader", "loads_json"]
 
@@ -22,35 +22,14 @@ _MAX_JSON_DEPTH = 32
 
 
 def loads_json(text: str, *, where: str) -> Any:
-    """Parse JSON from a config value with bounded size and depth (hostile input must not recurse or balloon)."""
+    """Parse JSON from a config value with bounded size and depth, strict numbers and unique keys (hostile input
+    must not recurse, balloon or read as something else); raises :class:`~flclient.ProtocolError` naming ``where``."""
     if len(text) > _MAX_JSON_BYTES:
         raise ProtocolError(where, f"{where} is {len(text)} characters of JSON; at most {_MAX_JSON_BYTES} are read")
-    depth = 0
-    in_string = escaped = False
-    for ch in text:  # a cheap scan before json.loads, whose recursion a 100k-deep '[' would exhaust
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > _MAX_JSON_DEPTH:
-                raise ProtocolError(where, f"{where} nests JSON deeper than {_MAX_JSON_DEPTH} levels")
-        elif ch in "]}":
-            depth -= 1
     try:
-        return json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        return loads_untrusted(text, max_depth=_MAX_JSON_DEPTH)
+    except ValueError as exc:
         raise ProtocolError(where, f"{where} is not valid JSON: {exc}") from exc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 class ValueReader:

@@ -241,7 +241,7 @@ def test_loads_json_reads_what_json_writes(value: Any) -> None:
 def test_loads_json_refuses_deep_nesting(depth: int, opener: str) -> None:
     with pytest.raises(ProtocolError) as info:
         loads_json(opener * depth, where=KEY)
-    assert info.value.key == KEY and "deeper" in str(info.value)
+    assert info.value.key == KEY and "levels deep" in str(info.value)
 
 
 @given(st.integers(1, 32))
