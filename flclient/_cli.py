@@ -68,7 +68,10 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="flclient", description="On-device federated-learning client.")
+    p.add_argument("--version", action="version", version=f"flclient {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     features = sub.add_parser("features", help="run feature modules").add_subparsers(dest="action", required=True)
     r = features.add_parser("run", help="extract features from a CSV/.npz file with a module")
