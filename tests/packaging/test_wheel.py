@@ -109,6 +109,14 @@ def test_the_installed_packages_are_imported_not_the_checkout(installed: Install
     out = installed.run("python", "-c", "import featurec, flclient; print(flclient.__file__); print(featurec.__file__)")
     for line in out.splitlines():
         assert Path(line).is_relative_to(installed.venv), line
+    meta = installed.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; d = m.distribution('flclient'); "
+        "print(d.metadata['License-Expression']); print(d.metadata['Requires-Python']); "
+        "print(sorted(str(f) for f in d.files if 'LICENSE' in str(f)))",
+    ).splitlines()
+    assert meta[0] == "Apache-2.0" and meta[1] == ">=3.10" and "LICENSE" in meta[2], meta
     assert installed.run("flclient", "--version").strip() == "flclient 0.1.0"
     assert installed.run("python", "-m", "featurec", "--version").strip() == "featurec 0.1.0"
 
