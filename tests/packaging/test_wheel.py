@@ -1,4 +1,5 @@
-"""The built wheel works outside the repository: installed into a fresh venv and run from an empty directory.
+"""The release works outside the repository: an sdist, a wheel built from it, installed into a fresh venv and run
+from an empty directory.
 
 What this proves is what the wheel carries (Rust sources, scaffold templates, device profiles, entry points), so the
 dependencies are not downloaded again: the fresh venv sees the test environment's site-packages through a ``.pth``
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from flclient.gate._config import load_toml
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +62,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     shutil.copytree(ROOT, src, symlinks=True, ignore=_SKIP)
     dist = base / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    # The sdist first, then the wheel from the sdist, as pip does for a source release: both must carry the crates.
+    backend = base / "backend"
+    build_requires = load_toml(ROOT / "pyproject.toml")["build-system"]["requires"]
+    subprocess.run([*pip, "install", "-q", "--target", str(backend), *build_requires], check=True, timeout=300, env=env)
+    sdist_name = subprocess.run(
+        [sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_sdist({str(dist)!r}))"],
+        check=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": str(backend)},
+        cwd=src,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()[-1]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "-q", "-w", str(dist), str(src)], check=True, timeout=300, env=env, cwd=base
+        [*pip, "wheel", "--no-deps", "-q", "-w", str(dist), str(dist / sdist_name)],
+        check=True,
+        timeout=300,
+        env=env,
+        cwd=base,
     )
     (wheel,) = dist.glob("flclient-*.whl")
 
