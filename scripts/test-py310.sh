@@ -48,4 +48,4 @@ export PYTHONPATH="$root"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow and not e2e" \
     tests/flclient/gate tests/flclient/features tests/flclient/update tests/flclient/artifacts tests/flclient/fleet \
     tests/flclient/test_state.py tests/flclient/test_lifetime.py tests/flclient/test_node.py \
-    tests/flclient/test_demo_cli.py tests/runtimes tests/device_profiles "$@"
+    tests/flclient/test_cli_entry.py tests/runtimes tests/device_profiles "$@"

@@ -188,3 +188,12 @@ def test_console_scripts_exit_cleanly() -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     proc = subprocess.run([str(bindir / "flclient"), "features", "run"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_python_m_featurec_is_the_command_line() -> None:
+    import featurec
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "featurec", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"featurec {featurec.__version__}", proc.stderr

@@ -1,4 +1,4 @@
-"""``flclient demo`` says what is missing before it starts anything (and on 3.10, that it needs Python 3.11)."""
+"""The ``flclient`` entry points: ``--version``, and ``demo`` saying what is missing before it starts anything."""
 
 from __future__ import annotations
 
@@ -21,3 +21,11 @@ def test_a_missing_demo_dependency_is_named_with_the_install_hint(
         assert "needs Python >= 3.11" in err and "works on 3.10" in err
     else:
         assert "the demo needs no-such-dist" in err and "pip install 'flclient[demo]'" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import flclient
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"flclient {flclient.__version__}"
