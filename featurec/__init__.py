@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from ._build import BuiltModule, build_module, build_native
+from ._crates import copy_reference_crates
 from ._errors import (
     BuildError,
     CrateError,
@@ -25,4 +26,5 @@ __all__ = [
     "__version__",
     "build_module",
     "build_native",
+    "copy_reference_crates",
 ]

@@ -1,132 +1,73 @@
-"""``featurec new``: a feature crate that builds, with a per-row function and golden vectors to start from."""
+"""``featurec new``: a feature crate that builds, with a per-row function and golden vectors to start from.
+
+The files come from the templates shipped in ``featurec/templates``. The crate must find the ``flfeature`` helper
+crate wherever it is moved, so the helper is vendored into ``<crate>/vendor/flfeature`` (a copy that travels with
+the crate and is committed with it). The one exception is a crate created beside ``flfeature`` in its own
+workspace (``featurec new NAME --dir wasm/rust-features`` in the source tree): it refers to ``../flfeature``, which
+moves together with it.
+"""
 
 from __future__ import annotations
 
-import os
+import importlib.resources
 import re
+import shutil
 from pathlib import Path
 
+from . import __version__
+from ._crates import HELPER_CRATE, copy_crate_sources, helper_crate_dir
 from ._errors import CrateError
 
-__all__ = ["helper_crate_dir", "new_crate"]
+__all__ = ["new_crate"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-_CARGO_TOML = """[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2021"
-description = "{name}: describe what these features are for"
-publish = false
-
-[lib]
-crate-type = ["cdylib", "rlib"]
-
-[dependencies]
-flfeature = {{ path = "{helper}" }}
-
-# A crate of its own (not a member of a surrounding workspace), built the way featurec expects.
-[workspace]
-
-[profile.release]
-panic = "abort"
-lto = true
-codegen-units = 1
-opt-level = 3
-strip = true
-"""
-
-_LIB_RS = """//! {name}: a feature module. Write the per-row logic in `row`; featurec does the rest.
-
-use flfeature::RowStatus;
-
-flfeature::feature! {{
-    inputs {{
-        x: f64 [unit = "", description = "an input value"],
-    }}
-    outputs {{
-        x_squared: f64 [unit = "", description = "x * x"],
-        is_positive: u8 [unit = "", description = "1 when x > 0"],
-    }}
-    row = row;
-}}
-
-fn row(input: &Inputs, out: &mut Outputs) -> RowStatus {{
-    if !input.x.is_finite() {{
-        return RowStatus::NonFiniteInput;
-    }}
-    out.x_squared = input.x * input.x;
-    out.is_positive = (input.x > 0.0) as u8;
-    RowStatus::Ok
-}}
-
-#[cfg(test)]
-mod tests {{
-    use super::*;
-
-    #[test]
-    fn squares_and_flags_non_finite_rows() {{
-        let rows = [Inputs {{ x: -3.0 }}, Inputs {{ x: f64::NAN }}];
-        let out = extract_rows(&rows).unwrap();
-        assert_eq!(out[0].0, RowStatus::Ok as u8);
-        assert_eq!(out[0].1.x_squared, 9.0);
-        assert_eq!(out[0].1.is_positive, 0);
-        assert_eq!(out[1].0, RowStatus::NonFiniteInput as u8);
-        assert_eq!(out[1].1.x_squared, 0.0);
-    }}
-}}
-"""
-
-_GOLDEN = """{
- "inputs": {"x": [0.0, 1.5, -3.0, "NaN", "Infinity"]},
- "expected": {"x_squared": [0.0, 2.25, 9.0, 0.0, 0.0], "is_positive": [0, 1, 0, 0, 0], "status": [0, 0, 0, 2, 2]}
-}
-"""
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")
+# template file -> where it goes in the new crate
+_FILES = {"Cargo.toml.in": "Cargo.toml", "lib.rs.in": "src/lib.rs", "vectors.json.in": "golden/vectors.json"}
+_VENDOR = f"vendor/{HELPER_CRATE}"
 
 
-def helper_crate_dir() -> Path:
-    """Where the flfeature helper crate lives (FEATUREC_FLFEATURE_PATH overrides)."""
-    override = os.environ.get("FEATUREC_FLFEATURE_PATH")
-    candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[1] / "wasm" / "rust-features" / "flfeature")
-    for path in candidates:
-        if (path / "Cargo.toml").is_file():
-            return path
-    raise CrateError(
-        "cannot find the flfeature helper crate; set FEATUREC_FLFEATURE_PATH to its directory "
-        "(wasm/rust-features/flfeature in the flclient source tree)"
-    )
+def _render(template: str, values: dict[str, str]) -> str:
+    text = (importlib.resources.files("featurec") / "templates" / template).read_text(encoding="utf-8")
+
+    def value(m: re.Match[str]) -> str:
+        if m.group(1) not in values:
+            raise CrateError(f"template {template} uses {{{{{m.group(1)}}}}}, which featurec does not fill in")
+        return values[m.group(1)]
+
+    return _PLACEHOLDER.sub(value, text)
 
 
 def new_crate(name: str, parent: Path) -> Path:
-    """Create ``parent/name``: Cargo.toml, src/lib.rs and golden/vectors.json. Refuses to overwrite."""
+    """Create ``parent/name``: Cargo.toml, src/lib.rs, golden/vectors.json and (usually) vendor/flfeature.
+
+    Refuses to overwrite; all files appear at once, or none do."""
     if not _NAME.fullmatch(name):
         raise CrateError(f"crate name {name!r} must match [a-z][a-z0-9_]{{0,63}} (it becomes the module name)")
     crate = parent / name
     if crate.exists():
         raise CrateError(f"{crate} already exists; choose another name or directory")
     helper = helper_crate_dir()
-    try:
-        rel = os.path.relpath(helper, crate.resolve())
-    except ValueError:  # different drives on Windows
-        rel = str(helper)
-    files = {
-        crate / "Cargo.toml": _CARGO_TOML.format(name=name, helper=Path(rel).as_posix()),
-        crate / "src" / "lib.rs": _LIB_RS.format(name=name),
-        crate / "golden" / "vectors.json": _GOLDEN,
-    }
+    beside_helper = parent.resolve() == helper.resolve().parent
+    if beside_helper:
+        dep = f"../{helper.resolve().name}"
+        note = "the helper crate of this workspace (moves with it)"
+    else:
+        dep = _VENDOR
+        note = f"the ABI helper crate, vendored by featurec {__version__}: this crate builds wherever it is moved"
+    values = {"name": name, "helper": dep, "helper_note": note}
     tmp = parent / f".{name}.featurec-new"
     try:
-        for path, text in files.items():
-            target = tmp / path.relative_to(crate)
+        for template, relative in _FILES.items():
+            target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-        tmp.rename(crate)  # all files appear at once, or none do
+            target.write_text(_render(template, values), encoding="utf-8")
+        if not beside_helper:
+            copy_crate_sources(helper, tmp / _VENDOR)
+        tmp.rename(crate)
     except OSError as exc:
         raise CrateError(f"cannot create {crate}: {exc}") from exc
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return crate

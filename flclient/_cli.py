@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -68,7 +69,10 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="flclient", description="On-device federated-learning client.")
+    p.add_argument("--version", action="version", version=f"flclient {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     features = sub.add_parser("features", help="run feature modules").add_subparsers(dest="action", required=True)
     r = features.add_parser("run", help="extract features from a CSV/.npz file with a module")
@@ -92,7 +96,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a closed pipe is answered below and not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`flclient ... | head`): no traceback; silence the flush at exit too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
     except (FLClientError, ColumnFileError, _UsageError) as exc:
         print(f"flclient: error: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from typing import Any
 
 from ._client import AsyncClient, json_logger
@@ -37,7 +38,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(config))
 
 
+# What `flclient demo` imports, by the name pip installs it under (all in the [demo] extra).
+_DEMO_MODULES = {"flwr": "flwr", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+
+
+def _demo_missing() -> list[str]:
+    import importlib.util
+
+    return [dist for module, dist in _DEMO_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    missing = _demo_missing()
+    if missing and sys.version_info < (3, 11):
+        raise FLClientError(
+            f"the demo runs a Flower coordinator, which needs Python >= 3.11 (this is "
+            f"{sys.version_info.major}.{sys.version_info.minor}); the device side (flclient run, check, features) "
+            "works on 3.10: run the demo from a Python 3.11+ venv with pip install 'flclient[demo]'"
+        )
+    if missing:
+        raise FLClientError(f"the demo needs {', '.join(missing)}: pip install 'flclient[demo]'")
     try:
         from .server._demo import run_demo
     except ImportError as exc:

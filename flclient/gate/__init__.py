@@ -15,8 +15,9 @@ from ._compat import DeviceCapabilities, FeaturePin, PrivacyBudget, TaskRequirem
 from ._gate import Clock, ManualClock, ParticipationGate, RoundMonitor, RoundOutcome, SystemClock
 from ._metered import ChainedMetered, InterfaceKindMetered, NetworkManagerMetered
 from ._policy import CheckStatus, Decision, EligibilityPolicy, GateRules, Reason, SignalCheck
-from ._profiles import DeviceProfile, default_profiles_dir, list_profiles, load_profile
+from ._profiles import DeviceProfile, ProfileMatch, default_profiles_dir, list_profiles, load_profile, match_profiles
 from ._signals import (
+    Board,
     DeviceSignals,
     Metered,
     MeteredSource,
@@ -29,6 +30,7 @@ from ._signals import (
 )
 
 __all__ = [
+    "Board",
     "ChainedMetered",
     "CheckStatus",
     "Clock",
@@ -48,6 +50,7 @@ __all__ = [
     "ParticipationGate",
     "PowerState",
     "PrivacyBudget",
+    "ProfileMatch",
     "Reason",
     "RoundMonitor",
     "RoundOutcome",
@@ -62,4 +65,5 @@ __all__ = [
     "default_profiles_dir",
     "list_profiles",
     "load_profile",
+    "match_profiles",
 ]

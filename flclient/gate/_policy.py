@@ -3,8 +3,10 @@
 Defaults follow production practice (Gboard, AOSP FederatedCompute, ChromeOS, Brave): train only on external power,
 on an unmetered Wi-Fi or Ethernet link, cool and idle. The start rules are stricter than the continue rules, which is
 the hysteresis: a device that stopped at the thermal ceiling starts again only below the (lower) resume temperature.
-A signal that cannot be read fails its check, unless the policy lists it in ``absent_signals`` (a mains-only board
-has no battery and no power-supply node). Decisions carry coarse reason codes only; the detail stays on the device.
+A signal that cannot be read fails its check, unless the device has no such hardware (the snapshot lists it as
+absent: mains and no battery, no Pi firmware, no thermal zone) or the policy lists it in ``absent_signals`` (a Pi
+has no power-supply node at all, so its profile says so). Decisions carry coarse reason codes only; the detail
+stays on the device.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class EligibilityPolicy:
             rules = self.may_continue
         else:
             raise ValueError(f"phase must be 'start' or 'continue', got {phase!r}")
-        checks = _evaluate(rules, snapshot, frozenset(self.absent_signals))
+        checks = _evaluate(rules, snapshot, frozenset(self.absent_signals) | snapshot.absent)
         reasons: list[Reason] = []
         for c in checks:
             if not c.passed and c.reason is not None and c.reason not in reasons:
@@ -264,7 +266,8 @@ def _evaluate(rules: GateRules, snap: SignalSnapshot, absent: frozenset[str]) ->
         else:
             status = CheckStatus.OK if ok else CheckStatus.FAILED
         failed = status in (CheckStatus.FAILED, CheckStatus.UNKNOWN)
-        out.append(SignalCheck(signal=signal, value=_fmt(value), status=status, reason=reason if failed else None))
+        shown = "none" if status is CheckStatus.ABSENT else _fmt(value)  # no such hardware: nothing to read
+        out.append(SignalCheck(signal=signal, value=shown, status=status, reason=reason if failed else None))
 
     p = snap.power
     add("external_power", p.external_online, rules.require_external_power, p.external_online is True, Reason.POWER)

@@ -21,15 +21,19 @@ from runtimes import TrainingBudget
 from .._errors import PolicyError
 from ._config import from_table, load_toml
 from ._policy import SIGNAL_NAMES, EligibilityPolicy
+from ._signals import Board, read_board
 
 __all__ = [
     "Availability",
     "DeviceProfile",
     "Hardware",
+    "ProfileMatch",
+    "Recognition",
     "TrainingLimits",
     "default_profiles_dir",
     "list_profiles",
     "load_profile",
+    "match_profiles",
 ]
 
 _RUNTIMES = frozenset({"numpy", "onnx", "litert"})
@@ -126,6 +130,44 @@ class GateDefaults:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Recognition:
+    """How ``flclient check`` recognises a device of this class. Each criterion given must match; an empty
+    table recognises nothing (the class has no reliable marker, e.g. a phone).
+
+    ``device_tree_model``: any of these is a substring of ``/proc/device-tree/model``. ``cpu_model``: any of these
+    is a substring of the CPU model in ``/proc/cpuinfo``. ``files``: every one of these paths exists (an
+    accelerator's device node, say). ``architecture_fallback``: offered for a device of the profile's architecture
+    that no profile recognises (the generic class of that architecture, such as the x86 gateway for a VM).
+    """
+
+    device_tree_model: tuple[str, ...] = ()
+    cpu_model: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    architecture_fallback: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("device_tree_model", "cpu_model", "files"):
+            if any(not v.strip() for v in getattr(self, name)):
+                raise ValueError(f"recognise.{name} must not hold empty strings")
+        if any(not f.startswith("/") for f in self.files):
+            raise ValueError("recognise.files must be absolute paths")
+
+    def score(self, board: Board, root: Path) -> int:
+        """How many criteria matched (0 when any failed or none are given): more specific profiles win."""
+        matched = 0
+        for wanted, seen in ((self.device_tree_model, board.model), (self.cpu_model, board.cpu)):
+            if wanted:
+                if seen is None or not any(w in seen for w in wanted):
+                    return 0
+                matched += 1
+        for f in self.files:
+            if not (root / f.lstrip("/")).exists():
+                return 0
+            matched += 1
+        return matched
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceProfile:
     """One device class. ``sources`` name the references for its figures; ``estimates`` lists fields that are not
     sourced (dotted names such as ``"availability"`` or ``"hardware.accelerator"``)."""
@@ -137,6 +179,7 @@ class DeviceProfile:
     training: TrainingLimits
     availability: Availability
     gate: GateDefaults = field(default_factory=GateDefaults)
+    recognise: Recognition = field(default_factory=Recognition)
     sources: tuple[str, ...] = ()
     estimates: tuple[str, ...] = ()
     notes: str = ""
@@ -230,3 +273,36 @@ def load_profile(
     if text not in known:
         raise PolicyError(text, f"no such device profile; known: {', '.join(known) or 'none'}")
     return DeviceProfile.from_toml(known[text])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileMatch:
+    """A bundled profile that fits what the device says it is. ``by`` is ``"recognised"`` (its ``[recognise]``
+    criteria matched) or ``"architecture"`` (nothing was recognised; only the CPU architecture fits)."""
+
+    profile: DeviceProfile
+    by: str
+
+
+def match_profiles(
+    root: str | os.PathLike[str] = "/", *, directory: str | os.PathLike[str] | None = None
+) -> tuple[Board, tuple[ProfileMatch, ...]]:
+    """What the device below ``root`` is (device-tree model, CPU) and the profiles that fit it, best first.
+
+    Recognised profiles come first, most specific first (a Pi 5 with a Hailo device node is ``rpi5-ai-hat``
+    before ``rpi5``). When none is recognised, the architecture's fallback profiles are offered instead.
+    """
+    base = Path(root)
+    board = read_board(base)
+    profiles = [DeviceProfile.from_toml(p) for p in list_profiles(directory).values()]
+    scored = sorted(((p.recognise.score(board, base), p.id, p) for p in profiles), key=lambda t: (-t[0], t[1]))
+    recognised = tuple(ProfileMatch(profile=p, by="recognised") for score, _, p in scored if score > 0)
+    if recognised:
+        return board, recognised
+    if board.arch is None:
+        return board, ()
+    return board, tuple(
+        ProfileMatch(profile=p, by="architecture")
+        for _, _, p in scored
+        if p.recognise.architecture_fallback and p.hardware.arch == board.arch
+    )

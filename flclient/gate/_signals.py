@@ -2,7 +2,10 @@
 
 Every reader takes a filesystem ``root`` (``/`` on a device, a fake sysfs/proc tree in tests) and never raises for
 a device condition: a signal that cannot be read is reported as ``None`` ("unknown"), and the policy decides what
-unknown means. Parsers are pure functions of the file text so they can be property-tested.
+unknown means. A signal whose hardware the device does not have at all is *absent* instead (:func:`read_absent`):
+mains online and no battery listed, no Raspberry Pi firmware throttle node on a board that is not a Pi, no thermal
+zone, no nvpmodel on a board that is not a Jetson. Absent signals pass; unknown ones fail closed. Parsers are pure
+functions of the file text so they can be property-tested.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "HARDWARE_SIGNALS",
+    "Board",
     "DeviceSignals",
     "Metered",
     "MeteredSource",
@@ -26,6 +31,7 @@ __all__ = [
     "ThrottleState",
     "classify_interface",
     "parse_cpu_list",
+    "parse_cpuinfo",
     "parse_int_text",
     "parse_loadavg",
     "parse_meminfo_available",
@@ -34,6 +40,8 @@ __all__ = [
     "parse_proc_net_route_default",
     "parse_throttled",
     "parse_uevent",
+    "read_absent",
+    "read_board",
     "read_disk_free",
     "read_load_per_core",
     "read_mem_available",
@@ -46,6 +54,12 @@ __all__ = [
 
 # A file in sysfs/proc is tiny; a bigger one is not what we think it is.
 _MAX_READ = 64 * 1024
+
+HARDWARE_SIGNALS = frozenset({"external_power", "battery", "temperature", "throttle", "power_mode"})
+"""The signals a device may lack the hardware for (and so may report as absent)."""
+
+_PI_THROTTLE = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+_NVPMODEL_STATUS = "/var/lib/nvpmodel/status"
 
 
 class NetworkKind(str, enum.Enum):
@@ -132,6 +146,43 @@ class SignalSnapshot:
     mem_available_bytes: int | None = None
     load_per_core: float | None = None
     disk_free_bytes: int | None = None
+    absent: frozenset[str] = frozenset()
+    """Signals whose hardware this device does not have (:func:`read_absent`); they pass like a profile's
+    ``absent_signals``. Hardware that exists but cannot be read is not absent: it stays unknown."""
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.absent) - HARDWARE_SIGNALS)
+        if bad:
+            raise ValueError(
+                f"absent names signals that are not hardware {bad}; use some of {sorted(HARDWARE_SIGNALS)}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Board:
+    """What the device says it is: the device-tree model, the CPU model and the architecture (None: not said)."""
+
+    model: str | None = None
+    cpu: str | None = None
+    arch: str | None = None
+
+    @property
+    def is_raspberry_pi(self) -> bool:
+        """A Raspberry Pi board (its firmware exposes the throttle bits)."""
+        return (self.model or "").startswith("Raspberry Pi")
+
+    @property
+    def is_jetson(self) -> bool:
+        """An NVIDIA Jetson board (it has nvpmodel power modes)."""
+        return "Jetson" in (self.model or "")
+
+    def describe(self) -> str:
+        """One line for people: what was seen."""
+        parts = [f"model {self.model!r}" if self.model else "no device-tree model"]
+        parts.append(f"CPU {self.cpu!r}" if self.cpu else "no CPU model in /proc/cpuinfo")
+        if self.arch:
+            parts.append(self.arch)
+        return ", ".join(parts)
 
 
 @runtime_checkable
@@ -253,6 +304,29 @@ def parse_proc_net_route_default(text: str) -> str | None:
     return best[1] if best else None
 
 
+def parse_cpuinfo(text: str) -> tuple[str | None, str | None]:
+    """/proc/cpuinfo -> (CPU model, architecture). The model is x86's ``model name``, else the ``Hardware`` or
+    ``Model`` line ARM kernels print; the architecture is ``x86_64`` when ``flags`` lists ``lm``, ``aarch64`` or
+    ``armv7l`` from ``CPU architecture``, else None."""
+    model: str | None = None
+    fallback: str | None = None
+    arch: str | None = None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip().lower(), value.strip()
+        if key == "model name" and model is None and value:
+            model = value
+        elif key in ("hardware", "model") and fallback is None and value and not value.isdigit():
+            fallback = value
+        elif key == "flags" and arch is None:
+            arch = "x86_64" if "lm" in value.split() else None
+        elif key == "cpu architecture" and arch is None:
+            arch = {"8": "aarch64", "7": "armv7l"}.get(value)
+    return model or fallback, arch
+
+
 def parse_nvpmodel_status(text: str) -> int | None:
     """/var/lib/nvpmodel/status (``pmode:0002 fmode:...``) -> the power-mode id."""
     m = re.search(r"pmode:\s*(\d{1,4})", text)
@@ -332,7 +406,7 @@ def read_power(root: Path) -> PowerState:
 
 def read_throttle(root: Path) -> ThrottleState | None:
     """Raspberry Pi throttle bits from the firmware node, else bit 0 from hwmon ``rpi_volt``; None elsewhere."""
-    text = _read(_sub(root, "/sys/devices/platform/soc/soc:firmware/get_throttled"))
+    text = _read(_sub(root, _PI_THROTTLE))
     if text is not None:
         raw = parse_throttled(text)
         return ThrottleState(raw=raw) if raw is not None else None
@@ -370,7 +444,7 @@ def read_temperature(root: Path) -> float | None:
 
 def read_power_mode(root: Path) -> str | None:
     """Jetson nvpmodel mode: its name from ``/etc/nvpmodel.conf`` when known, else ``"mode-<id>"``."""
-    text = _read(_sub(root, "/var/lib/nvpmodel/status"))
+    text = _read(_sub(root, _NVPMODEL_STATUS))
     if text is None:
         return None
     mode = parse_nvpmodel_status(text)
@@ -429,6 +503,41 @@ def read_load_per_core(root: Path) -> float | None:
     return load / cpus
 
 
+def read_board(root: Path) -> Board:
+    """The device-tree model (``/proc/device-tree/model``, NUL-terminated) and the CPU from ``/proc/cpuinfo``."""
+    model = (_read(_sub(root, "/proc/device-tree/model")) or "").replace("\x00", "").strip() or None
+    cpu, arch = parse_cpuinfo(_read(_sub(root, "/proc/cpuinfo")) or "")
+    return Board(model=model, cpu=cpu, arch=arch)
+
+
+def _has_rpi_volt(root: Path) -> bool:
+    return any((_read(h / "name") or "").strip() == "rpi_volt" for h in _entries(_sub(root, "/sys/class/hwmon")))
+
+
+def read_absent(root: Path, *, power: PowerState | None = None, board: Board | None = None) -> frozenset[str]:
+    """The signals whose hardware this device does not have: they pass instead of failing closed.
+
+    - ``battery``: an external supply is online and no battery is listed (a mains-powered gateway). With no supply
+      node at all (a Pi) nothing can be said: a battery HAT without a driver looks the same, so it stays unknown.
+    - ``throttle``: no firmware throttle node and no ``rpi_volt`` hwmon, on a board that is not a Raspberry Pi
+      (a Pi without them is missing its firmware driver: unknown).
+    - ``temperature``: no ``/sys/class/thermal/thermal_zone*`` at all (a VM, some x86 boards).
+    - ``power_mode``: no nvpmodel status on a board that is not a Jetson.
+    """
+    power = power if power is not None else read_power(root)
+    board = board if board is not None else read_board(root)
+    absent: set[str] = set()
+    if not power.has_battery and power.external_online is True:
+        absent.add("battery")
+    if not _sub(root, _PI_THROTTLE).exists() and not _has_rpi_volt(root) and not board.is_raspberry_pi:
+        absent.add("throttle")
+    if not any(z.name.startswith("thermal_zone") for z in _entries(_sub(root, "/sys/class/thermal"))):
+        absent.add("temperature")
+    if not _sub(root, _NVPMODEL_STATUS).exists() and not board.is_jetson:
+        absent.add("power_mode")
+    return frozenset(absent)
+
+
 def read_disk_free(path: Path) -> int | None:
     """Bytes available to an unprivileged user on the filesystem holding ``path`` (its nearest existing parent)."""
     p = path
@@ -463,7 +572,7 @@ class DeviceSignals:
         self._metered = metered
 
     def read(self) -> SignalSnapshot:
-        """Read every signal now; unreadable ones are None."""
+        """Read every signal now; unreadable ones are None, and those without hardware are listed as absent."""
         root = self.root
         interface, kind = read_network_kind(root)
         metered: Metered | None = None
@@ -472,8 +581,9 @@ class DeviceSignals:
                 metered = self._metered.metered(interface, kind)
             except Exception:  # a metered backend must not break the gate; unknown fails closed in the policy
                 metered = None
+        power = read_power(root)
         return SignalSnapshot(
-            power=read_power(root),
+            power=power,
             throttle=read_throttle(root),
             temperature_c=read_temperature(root),
             power_mode=read_power_mode(root),
@@ -483,4 +593,5 @@ class DeviceSignals:
             mem_available_bytes=read_mem_available(root),
             load_per_core=read_load_per_core(root),
             disk_free_bytes=read_disk_free(_sub(root, str(self.data_dir))),
+            absent=read_absent(root, power=power),
         )

@@ -27,7 +27,6 @@ from ._local import LocalSuperLink, write_flower_app
 
 __all__ = ["make_partitions", "run_demo", "start_device", "write_device_config"]
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL_SPEC = json.dumps({"layers": [[67, 10, "none"]], "loss": "cross_entropy"})
 """A linear model: the small one the end-to-end tests train."""
 DEMO_MODEL_SPEC = json.dumps({"layers": [[67, 64, "relu"], [64, 10, "none"]], "loss": "cross_entropy"})
@@ -126,11 +125,14 @@ def stop_devices(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) 
 
 
 def build_feature_module(out_dir: Path) -> Path:
-    """Build ``device_context`` from the repository's crate (featurec); reuse a built one if present."""
-    from featurec import build_module
+    """Build the reference crate ``device_context`` that featurec ships into ``out_dir`` (works from a wheel).
 
-    built = build_module(ROOT / "wasm" / "rust-features" / "device_context", out_dir)
-    return built.path
+    The sources are copied to ``out_dir/crates`` first: cargo writes its build outputs beside the sources, and
+    installed package data is no place for them."""
+    from featurec import build_module, copy_reference_crates
+
+    crates = copy_reference_crates(out_dir / "crates")
+    return build_module(crates / "device_context", out_dir).path
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:

@@ -80,3 +80,18 @@ def test_broken_profile_is_rejected(tmp_path: Path) -> None:
 
 def test_default_dir_is_the_checkout() -> None:
     assert (default_profiles_dir() / "policies" / "default.toml").is_file()
+
+
+def test_recognise_table_is_validated() -> None:
+    good = load_toml(FILES["rpi4b"])
+    good["recognise"]["files"] = ["dev/hailo0"]
+    with pytest.raises(PolicyError, match="absolute paths"):
+        DeviceProfile.from_mapping(good, source="x")
+    good = load_toml(FILES["rpi4b"])
+    good["recognise"]["device_tree_model"] = [" "]
+    with pytest.raises(PolicyError, match="empty strings"):
+        DeviceProfile.from_mapping(good, source="x")
+    good = load_toml(FILES["rpi4b"])
+    good["recognise"]["model"] = ["Raspberry Pi"]
+    with pytest.raises(PolicyError, match="unknown key model in recognise"):
+        DeviceProfile.from_mapping(good, source="x")

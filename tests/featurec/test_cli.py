@@ -213,3 +213,12 @@ def test_inspect_and_publish_refuse_hostile_manifests_in_one_line_each(
     assert message in err and all(line.startswith("featurec: error:") for line in err.strip().splitlines()), err
     with pytest.raises(PublishError, match=message):
         publish_module(path, repo=tmp_path / "repo", keys=[])
+
+
+def test_python_m_featurec_is_the_command_line() -> None:
+    import featurec
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "featurec", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"featurec {featurec.__version__}", proc.stderr

@@ -45,6 +45,7 @@ FEATUREC_PUBLIC = [
     "__version__",
     "build_module",
     "build_native",
+    "copy_reference_crates",
 ]
 
 

@@ -117,3 +117,106 @@ def healthy_laptop_like(root: Path) -> FakeDevice:
     dev.load(0.1, "0-7")
     dev.data_dir()
     return dev
+
+
+# ------------------------------------------------------------------------------------------------ boards, one a profile
+
+
+def _arm_cpuinfo(cores: int, part: str, hardware: str | None = None, model: str | None = None) -> str:
+    cpu = "".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+        f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n\n"
+        for i in range(cores)
+    )
+    tail = (f"Hardware\t: {hardware}\n" if hardware else "") + (f"Model\t\t: {model}\n" if model else "")
+    return cpu + tail
+
+
+def _x86_cpuinfo(cores: int, model_name: str) -> str:
+    return "".join(
+        f"processor\t: {i}\nvendor_id\t: GenuineIntel\nmodel name\t: {model_name}\n"
+        "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov lm constant_tsc\n\n"
+        for i in range(cores)
+    )
+
+
+def _common(dev: FakeDevice, *, cores: int, ram_mib: int, network: str) -> None:
+    iface = "wlan0" if network == "wifi" else "eth0"
+    dev.interface(iface, network)
+    dev.interface("lo", "virtual")
+    dev.default_route(iface)
+    dev.meminfo(int(ram_mib * 1024 * 0.8))  # an idle board: most of its RAM available
+    dev.load(0.1 * cores, f"0-{cores - 1}")
+    dev.data_dir()
+
+
+def _pi(root: Path, model: str, part: str, *, cores: int = 4, ram_mib: int, network: str = "ethernet") -> FakeDevice:
+    dev = FakeDevice(root)
+    dev.write("/proc/device-tree/model", model + "\x00")
+    dev.write("/proc/cpuinfo", _arm_cpuinfo(cores, part, hardware="BCM2835", model=model))
+    dev.zone(0, "cpu-thermal", 52_000)
+    dev.throttled(0)
+    _common(dev, cores=cores, ram_mib=ram_mib, network=network)
+    return dev
+
+
+def _jetson(root: Path, model: str, *, cores: int, ram_mib: int, modes: dict[int, str]) -> FakeDevice:
+    dev = FakeDevice(root)
+    dev.write("/proc/device-tree/model", model + "\x00")
+    dev.write("/proc/cpuinfo", _arm_cpuinfo(cores, "0xd42"))
+    dev.write("/etc/nv_tegra_release", "# R36 (release), REVISION: 3.0\n")
+    dev.zone(0, "CPU-therm", 41_000)
+    dev.zone(1, "GPU-therm", 40_500)
+    dev.zone(2, "PMIC-Die", 100_000)  # not the die: the reader skips it
+    dev.zone(3, "Tboard_tegra", -256_000)  # an offline zone
+    dev.nvpmodel(0, modes)
+    _common(dev, cores=cores, ram_mib=ram_mib, network="ethernet")
+    return dev
+
+
+def _x86_gateway(root: Path) -> FakeDevice:
+    dev = FakeDevice(root)
+    dev.write("/proc/cpuinfo", _x86_cpuinfo(4, "Intel(R) N97"))
+    dev.supply("ADP1", "Mains", online=1)  # ACPI AC adapter; no battery: the battery is absent
+    dev.zone(0, "acpitz", 27_800)
+    dev.zone(1, "x86_pkg_temp", 44_000)
+    _common(dev, cores=4, ram_mib=8192, network="ethernet")
+    return dev
+
+
+def _android(root: Path) -> FakeDevice:
+    dev = FakeDevice(root)
+    dev.write("/system/build.prop", "ro.build.version.release=14\nro.product.model=Pixel 8\n")
+    dev.write("/proc/cpuinfo", _arm_cpuinfo(8, "0xd44", hardware="Tensor G3"))
+    dev.supply("usb", "USB", online=1)
+    dev.supply("battery", "Battery", capacity=80, status="Charging")
+    dev.zone(0, "skin-therm", 31_000)
+    dev.zone(1, "cpu-0-0-usr", 36_000)  # idle, charging: below the 38 C resume point
+    _common(dev, cores=8, ram_mib=8192, network="wifi")
+    return dev
+
+
+BOARDS = {
+    "rpi3bplus": lambda r: _pi(r, "Raspberry Pi 3 Model B Plus Rev 1.3", "0xd03", ram_mib=1024),
+    "rpi4b": lambda r: _pi(r, "Raspberry Pi 4 Model B Rev 1.4", "0xd08", ram_mib=4096),
+    "rpi5": lambda r: _pi(r, "Raspberry Pi 5 Model B Rev 1.0", "0xd0b", ram_mib=8192),
+    "rpi5-ai-hat": lambda r: _hailo(_pi(r, "Raspberry Pi 5 Model B Rev 1.0", "0xd0b", ram_mib=8192)),
+    "rpi-zero2w": lambda r: _pi(r, "Raspberry Pi Zero 2 W Rev 1.0", "0xd03", ram_mib=512, network="wifi"),
+    "jetson-nano-4gb": lambda r: _jetson(
+        r, "NVIDIA Jetson Nano Developer Kit", cores=4, ram_mib=4096, modes={0: "MAXN", 1: "5W"}
+    ),
+    "jetson-orin-nano-8gb": lambda r: _jetson(
+        r, "NVIDIA Jetson Orin Nano Developer Kit", cores=6, ram_mib=8192, modes={0: "15W", 1: "7W"}
+    ),
+    "jetson-agx-orin-64gb": lambda r: _jetson(
+        r, "NVIDIA Jetson AGX Orin Developer Kit", cores=12, ram_mib=65536, modes={0: "MAXN", 3: "50W"}
+    ),
+    "x86-ind-gateway": _x86_gateway,
+    "android-phone": _android,
+}
+"""A fake sysfs/proc tree of each bundled profile's board, as its kernel lays the files out."""
+
+
+def _hailo(dev: FakeDevice) -> FakeDevice:
+    dev.write("/dev/hailo0", "")
+    return dev

@@ -22,3 +22,12 @@ def test_package_data_is_the_repository_directory_not_a_copy() -> None:
     # one source of truth: the checkout's package data resolves to device_profiles/ itself
     bundled = importlib.resources.files("flclient.gate") / "device_profiles"
     assert isinstance(bundled, Path) and bundled.resolve() == (ROOT / "device_profiles").resolve()
+
+
+def test_shipped_files_point_at_nothing_outside_the_package() -> None:
+    # comments in the installed policy and profiles must not send a reader to a file the wheel does not carry
+    bundled = importlib.resources.files("flclient.gate") / "device_profiles"
+    assert isinstance(bundled, Path)
+    for path in [*bundled.glob("policies/*.toml"), *bundled.glob("profiles/*.toml"), bundled / "README.md"]:
+        text = path.read_text()
+        assert "../" not in text and "shared/reference" not in text, path.name

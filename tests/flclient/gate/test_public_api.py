@@ -5,6 +5,9 @@ import flclient.gate
 from flclient import _errors
 
 GATE_PUBLIC = {
+    "Board",
+    "ProfileMatch",
+    "match_profiles",
     "ChainedMetered",
     "CheckStatus",
     "Clock",
