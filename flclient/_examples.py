@@ -276,6 +276,25 @@ def _field_array(value: object, what: str, n: int | None) -> np.ndarray:
     return arr
 
 
+def _convert(arr: np.ndarray, dtype: np.dtype[Any], what: str) -> np.ndarray:
+    """``arr`` in the collection's ``dtype``: integers that fit, numbers into floats, bytes that fit; else refused."""
+    src, dst = arr.dtype.kind, dtype.kind
+    if arr.dtype == dtype:
+        return arr
+    if dst in "iu" and src in "biu":
+        info = np.iinfo(dtype)
+        if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+            raise ExampleStoreError(f"{what} is {dtype}: values from {arr.min()} to {arr.max()} do not fit")
+        return arr.astype(dtype)
+    if dst == "f" and src in "biuf":
+        return arr.astype(dtype)
+    if dst == "S" and src == "S":
+        if arr.size and arr.dtype.itemsize > dtype.itemsize and int(np.char.str_len(arr).max()) > dtype.itemsize:
+            raise ExampleStoreError(f"{what} holds at most {dtype.itemsize} bytes per value")
+        return arr.astype(dtype)
+    raise ExampleStoreError(f"{what} is {dtype}, got {arr.dtype}")
+
+
 # -- stats and snapshots ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CollectionStats:
@@ -494,9 +513,7 @@ class ExampleStore(SqliteFile):
                 raise ExampleStoreError(
                     f"{what} of collection {info.name!r} has rows of shape {list(shape)}, got {list(arr.shape[1:])}"
                 )
-            if arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, casting="same_kind"):
-                raise ExampleStoreError(f"{what} of collection {info.name!r} is {dtype}, got {arr.dtype}")
-            out[name] = arr
+            out[name] = _convert(arr, dtype, f"{what} of collection {info.name!r}")
         return out
 
     # -- retention ---------------------------------------------------------------------------------------------------
