@@ -57,7 +57,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        removed = store.prune(vacuum=args.vacuum)
+        removed = store.prune(vacuum=args.vacuum, verify=args.verify)
         print(f"pruned {removed:,} examples from {store.path}" + (" (vacuumed)" if args.vacuum else ""))
     return 0
 
@@ -78,5 +78,6 @@ def add_data_commands(sub: Any) -> None:
     i.set_defaults(func=_cmd_import)
     p = actions.add_parser("prune", help="enforce retention now (ages pass without appends)")
     p.add_argument("--config", required=True, help="device.toml")
+    p.add_argument("--verify", action="store_true", help="also check every stored row and drop corrupt ones")
     p.add_argument("--vacuum", action="store_true", help="also return the freed space to the filesystem")
     p.set_defaults(func=_cmd_prune)

@@ -240,26 +240,35 @@ def encode_rows(schema: RowSchema, arrays: Mapping[str, np.ndarray]) -> list[byt
     return rows
 
 
-def decode_rows(schema: RowSchema, rows: Sequence[bytes], *, where: str = "") -> np.ndarray:
+def decode_rows(
+    schema: RowSchema, rows: Sequence[bytes], *, where: str = "", ids: Sequence[int] | None = None
+) -> np.ndarray:
     """Decode codec-v1 rows into one structured array of ``schema.dtype``; a row of the wrong length, another
-    codec version or a failed CRC-32 raises :class:`~flclient.ExampleStoreError` (``where`` names the rows)."""
-    size, expected = schema.body_bytes, schema.row_bytes
+    codec version or a failed CRC-32 raises :class:`~flclient.ExampleStoreError` naming the row (its example id
+    when ``ids`` are given) and ``where`` it is."""
     bodies = []
-    unpack, crc = _HEADER.unpack_from, zlib.crc32
     for i, row in enumerate(rows):
-        if not isinstance(row, bytes) or len(row) != expected:
-            got = len(row) if isinstance(row, bytes) else type(row).__name__
-            raise ExampleStoreError(f"row {i}{where} is corrupt: {got} bytes where the layout has {expected}")
-        version, check = unpack(row)
-        if version != CODEC_VERSION:
-            raise ExampleStoreError(f"row {i}{where} is of codec {version}; this release reads {CODEC_VERSION}")
-        body = row[_HEADER.size :]
-        if crc(body) != check:
-            raise ExampleStoreError(f"row {i}{where} is corrupt: its CRC-32 does not match its bytes")
-        bodies.append(body)
-    if not size:
+        problem = _row_problem(schema, row)
+        if problem is not None:
+            name = f"example {ids[i]}" if ids is not None else f"row {i}"
+            raise ExampleStoreError(f"{name}{where} {problem}")
+        bodies.append(row[_HEADER.size :])
+    if not schema.body_bytes:
         return np.zeros(len(bodies), dtype=schema.dtype)
     return np.frombuffer(b"".join(bodies), dtype=schema.dtype, count=len(bodies))
+
+
+def _row_problem(schema: RowSchema, row: object) -> str | None:
+    """What is wrong with one encoded row (None: nothing)."""
+    if not isinstance(row, bytes) or len(row) != schema.row_bytes:
+        got = len(row) if isinstance(row, bytes) else type(row).__name__
+        return f"is corrupt: {got} bytes where the layout has {schema.row_bytes}"
+    version, check = _HEADER.unpack_from(row)
+    if version != CODEC_VERSION:
+        return f"is of codec {version}; this release reads {CODEC_VERSION}"
+    if zlib.crc32(row[_HEADER.size :]) != check:
+        return "is corrupt: its CRC-32 does not match its bytes"
+    return None
 
 
 def _field_array(value: object, what: str, n: int | None) -> np.ndarray:
@@ -558,16 +567,18 @@ class ExampleStore(SqliteFile):
         return out
 
     # -- retention ---------------------------------------------------------------------------------------------------
-    def prune(self, *, vacuum: bool = False) -> int:
+    def prune(self, *, vacuum: bool = False, verify: bool = False) -> int:
         """Enforce retention on every collection now (ages pass without appends); returns the examples removed.
-        ``vacuum`` also gives the freed pages back to the filesystem (rewrites the file: slow on a big store)."""
+        ``verify`` also checks every stored row and drops the corrupt ones; ``vacuum`` gives the freed pages back
+        to the filesystem (it rewrites the file: slow on a big store)."""
         self._check_open()
+        removed = self._delete(self._corrupt_ids()) if verify else 0
         with self._write_lock:
             db = self._conn()
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    removed = self._enforce(db, self._all(db))
+                    removed += self._enforce(db, self._all(db))
                     db.execute("COMMIT")
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -578,6 +589,54 @@ class ExampleStore(SqliteFile):
             except sqlite3.Error as exc:
                 raise ExampleStoreError(f"{self.path}: cannot prune: {exc}") from exc
         return removed
+
+    def _corrupt_ids(self, chunk: int = 5_000) -> list[int]:
+        """The ids of every stored row that does not decode, read ``chunk`` rows at a time (bounded memory)."""
+        bad: list[int] = []
+        last = 0
+        with self._read_lock:
+            db = self._reader
+            assert db is not None
+            try:
+                schemas = {
+                    cid: RowSchema.from_json(text) for cid, text in db.execute("SELECT id, schema FROM collections")
+                }
+                while True:
+                    rows = db.execute(
+                        "SELECT id, collection, row FROM examples WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
+                    ).fetchall()
+                    if not rows:
+                        return bad
+                    bad += [i for i, cid, row in rows if _row_problem(schemas[cid], bytes(row)) is not None]
+                    last = rows[-1][0]
+            except sqlite3.Error as exc:
+                raise ExampleStoreError(f"{self.path}: cannot verify its rows: {exc}") from exc
+
+    def _delete(self, ids: Sequence[int]) -> int:
+        """Delete examples by id (the counters follow); returns how many were still there."""
+        if not ids:
+            return 0
+        with self._write_lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    listed = json.dumps(list(ids))
+                    per = db.execute(
+                        "SELECT collection, COUNT(*) FROM examples WHERE id IN (SELECT value FROM json_each(?)) "
+                        "GROUP BY collection",
+                        (listed,),
+                    ).fetchall()
+                    db.execute("DELETE FROM examples WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+                    for cid, n in per:
+                        db.execute("UPDATE collections SET rows = rows - ? WHERE id = ?", (n, cid))
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise ExampleStoreError(f"{self.path}: cannot delete examples: {exc}") from exc
+        return sum(int(n) for _, n in per)
 
     def _all(self, db: sqlite3.Connection) -> list[_Collection]:
         names = [r[0] for r in db.execute("SELECT name FROM collections ORDER BY id")]
@@ -645,9 +704,19 @@ class ExampleStore(SqliteFile):
 
     # -- reading -----------------------------------------------------------------------------------------------------
     def snapshot(self, selection: ExampleSelection | None = None) -> ExampleSnapshot:
-        """Read the selected examples (``selection``, default the store's) in one read transaction."""
+        """Read the selected examples (``selection``, default the store's) in one read transaction. A corrupt
+        stored row raises :class:`~flclient.ExampleStoreError` naming it (``flclient data prune --verify`` drops
+        such rows; :meth:`load` drops them itself)."""
+        snapshot, corrupt = self._read(selection or self.selection)
+        if corrupt:
+            problem = corrupt[0][1]
+            more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
+            raise ExampleStoreError(f"{problem}{more}; flclient data prune --verify drops corrupt rows")
+        return snapshot
+
+    def _read(self, sel: ExampleSelection) -> tuple[ExampleSnapshot, list[tuple[int, str]]]:
+        """The snapshot, or (with an empty snapshot) the id and the problem of each corrupt row it selected."""
         self._check_open()
-        sel = selection or self.selection
         now = float(self._clock())
         with self._read_lock:
             db = self._reader
@@ -668,7 +737,7 @@ class ExampleStore(SqliteFile):
                 raise ExampleStoreError(f"{self.path}: cannot read a snapshot: {exc}") from exc
         if not chosen:
             data = LocalData(columns={}, labels=np.zeros(0, dtype=np.int64))
-            return ExampleSnapshot(data=data, ids=np.zeros(0, dtype=np.int64), selection=sel, taken_at=now)
+            return ExampleSnapshot(data=data, ids=np.zeros(0, dtype=np.int64), selection=sel, taken_at=now), []
         for other in chosen[1:]:
             if other.schema != chosen[0].schema:
                 raise ExampleStoreError(
@@ -678,7 +747,19 @@ class ExampleStore(SqliteFile):
         picked.sort()
         schema = chosen[0].schema
         where = f" of {self.path}" if len(chosen) > 1 else f" of collection {chosen[0].name!r} in {self.path}"
-        rec = decode_rows(schema, [r for _, r in picked], where=where)
+        ids = [i for i, _ in picked]
+        try:
+            rec = decode_rows(schema, [r for _, r in picked], where=where, ids=ids)
+        except ExampleStoreError:
+            corrupt = [
+                (i, f"example {i}{where} {problem}")
+                for i, row in picked
+                if (problem := _row_problem(schema, row)) is not None
+            ]
+            empty = ExampleSnapshot(
+                data=LocalData(columns={}, labels=np.zeros(0)), ids=np.zeros(0, np.int64), selection=sel, taken_at=now
+            )
+            return empty, corrupt
         classes = {c.device_class for c in chosen}
         data = LocalData(
             columns={c: np.ascontiguousarray(rec[_COLUMN + c]) for c in schema.columns},
@@ -686,8 +767,7 @@ class ExampleStore(SqliteFile):
             x=np.ascontiguousarray(rec[_X]) if schema.has_x else None,
             device_class=classes.pop() if len(classes) == 1 else None,
         )
-        ids = np.fromiter((i for i, _ in picked), dtype=np.int64, count=len(picked))
-        return ExampleSnapshot(data=data, ids=ids, selection=sel, taken_at=now)
+        return ExampleSnapshot(data=data, ids=np.asarray(ids, dtype=np.int64), selection=sel, taken_at=now), []
 
     @staticmethod
     def _select(
@@ -709,7 +789,10 @@ class ExampleStore(SqliteFile):
     def load(self) -> LocalData:
         """The :class:`~flclient.DataSource` read: a snapshot of the store's selection, remembered so that
         :meth:`mark_used` can count it once the round is uploaded. Declines the task (``no-data``) when empty."""
-        snapshot = self.snapshot()
+        snapshot, corrupt = self._read(self.selection)
+        if corrupt:  # a damaged row is never trained on, nor does it fail every later round: it goes
+            self._delete([example_id for example_id, _ in corrupt])
+            snapshot = self.snapshot()
         if not len(snapshot):
             from .protocol import Code
 

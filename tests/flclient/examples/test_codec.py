@@ -72,17 +72,29 @@ def test_every_corrupted_row_is_refused(fields: dict[str, np.ndarray], data: st.
         decode_rows(schema, rows, where=" of test")
 
 
-def test_a_row_damaged_on_disk_is_refused_by_the_snapshot(tmp_path: Path) -> None:
-    with ExampleStore(tmp_path / "e.sqlite") as store:
-        store.append("s", {"t": np.arange(4.0)}, labels=np.arange(4))
-    db = sqlite3.connect(tmp_path / "e.sqlite")
-    (row,) = db.execute("SELECT row FROM examples WHERE id = 2").fetchone()
-    damaged = row[:-1] + bytes([row[-1] ^ 0x10])
-    db.execute("UPDATE examples SET row = ? WHERE id = 2", (damaged,))
+def _damage(path: Path, example_id: int) -> None:
+    db = sqlite3.connect(path)
+    (row,) = db.execute("SELECT row FROM examples WHERE id = ?", (example_id,)).fetchone()
+    db.execute("UPDATE examples SET row = ? WHERE id = ?", (row[:-1] + bytes([row[-1] ^ 0x10]), example_id))
     db.commit()
     db.close()
-    with ExampleStore(tmp_path / "e.sqlite") as store, pytest.raises(ExampleStoreError, match="corrupt"):
-        store.snapshot()
+
+
+def test_a_row_damaged_on_disk_is_never_trained_on(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    with ExampleStore(path) as store:
+        store.append("s", {"t": np.arange(6.0)}, labels=np.arange(6))
+    _damage(path, 2)
+    _damage(path, 5)
+    with ExampleStore(path) as store:
+        with pytest.raises(ExampleStoreError, match=r"example 2 of collection 's' .* CRC-32 .*\(and 1 more\)"):
+            store.snapshot()
+        data = store.load()  # the task path drops the damaged rows and reads the others
+        assert data.columns["t"].tolist() == [0.0, 2.0, 3.0, 5.0] and store.stats()[0].rows == 4
+    _damage(path, 4)
+    with ExampleStore(path) as store:
+        assert store.prune(verify=True) == 1  # the maintenance path finds it without a round
+        assert store.snapshot().data.columns["t"].tolist() == [0.0, 2.0, 5.0]
 
 
 def test_text_object_and_complex_columns_are_refused_with_what_to_do(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_cli_imports_reports_and_prunes(tmp_path: Path, capsys: pytest.CaptureFi
     text = capsys.readouterr().out
     assert "2 collection(s), 4 examples" in text and "vib: 1 examples (1 unused)" in text and "columns temp" in text
     config.write_text(config.read_text().replace("max_rows = 4", "max_rows = 2"))
-    assert main(["data", "prune", "--config", str(config), "--vacuum"]) == 0
+    assert main(["data", "prune", "--config", str(config), "--vacuum", "--verify"]) == 0
     assert "pruned 2 examples" in capsys.readouterr().out
     with ExampleStore(tmp_path / "state" / "examples.sqlite") as store:
         assert sum(s.rows for s in store.stats()) == 2
