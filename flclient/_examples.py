@@ -20,6 +20,9 @@ A row is stored with codec v1: 1 byte version, the CRC-32 of the body (4 bytes, 
 fields packed little-endian in the schema's order, without padding - so that every float and integer dtype comes
 back bit for bit and a corrupt row is refused (:class:`~flclient.ExampleStoreError`) instead of trained on.
 
+The file may be shared between processes: a sensor process can append while ``flclient run`` (the bundled
+daemon) trains from it, and ``flclient data stats|import|prune`` work beside both; SQLite serialises the writers.
+
 Durability: the file is in WAL mode with ``synchronous=NORMAL``: a killed process (or a crashed daemon) leaves the
 store as of its last committed append, every append is all or nothing, and a power cut may lose the last appends
 but never corrupts the file. Samples are replaceable, an fsync per sensor batch is not affordable on an SD card.
@@ -505,13 +508,15 @@ class ExampleStore(SqliteFile):
                 raise ExampleStoreError("timestamps must be finite seconds")
         if n == 0:
             return
-        with self._write_lock:
+        known = self._collections.get(collection)  # a collection's layout never changes once created
+        encoded = encode_rows(known.schema, self._cast(known, arrays)) if known is not None else None
+        with self._write_lock:  # encoded before taking the lock: several sensor threads encode in parallel
             db = self._conn()
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    info = self._collection_for(db, collection, arrays)
-                    rows = encode_rows(info.schema, self._cast(info, arrays))
+                    info = known or self._collection_for(db, collection, arrays)
+                    rows = encoded if encoded is not None else encode_rows(info.schema, self._cast(info, arrays))
                     _insert(db, info.id, ts.tolist(), rows)
                     db.execute("UPDATE collections SET rows = rows + ? WHERE id = ?", (n, info.id))
                     self._enforce(db, [info])
