@@ -16,7 +16,9 @@ Targets: the paced sensor keeps up with >= 20k samples/s while rounds train, and
 most 10 % slower than without (wall time). The round's own CPU time is reported too (``round_cpu_*``): on a
 machine whose cores are all busy the wall-time slowdown is mostly the sensor's CPU competing for a core (SQLite
 works without the GIL), which the round's CPU time does not show; ``sensor_busy_share`` is the fraction of the
-time the sensor thread spent inside ``append``.
+time the sensor thread spent inside ``append``. ``round_slowdown_sensor_in_another_process`` is the control: the
+same paced sensor in a child process, which shares no GIL with the round; where it slows the round as much as
+the thread does, the cost is the machine's cores, not the store.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -106,6 +110,7 @@ def main() -> None:
     p.add_argument("--max-examples", type=int, default=4000, help="what a round reads")
     p.add_argument("--max-rows", type=int, default=200_000, help="store retention")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--no-control", dest="control", action="store_false", help="skip the other-process control")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-store-"))
@@ -170,9 +175,39 @@ def main() -> None:
             "sensor_busy_share": round(sum(s.busy_s for s in paced) / elapsed, 4),
         }
 
+    def control(batch: int) -> float:
+        """The slowdown when the same paced sensor runs in another process (no GIL shared): what the machine's
+        cores, not the store's design, cost the round. The child is paused (SIGSTOP) during the plain rounds."""
+        code = (
+            "import sys, time, numpy as np\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "from flclient import ExampleStore\n"
+            f"store = ExampleStore({str(store.path)!r})\n"
+            "rng = np.random.default_rng(2)\n"
+            "while True:\n"
+            "    t0 = time.perf_counter()\n"
+            f"    x = rng.uniform(-1.0, 1.0, {batch})\n"
+            "    store.append('sensor', {'x': x}, (x > 0).astype(np.int64))\n"
+            f"    time.sleep(max(0.0, {batch / args.rate} - (time.perf_counter() - t0)))\n"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            time.sleep(1.0)  # imported and appending
+            plain, loaded = [], []
+            for _ in range(args.rounds):
+                child.send_signal(signal.SIGSTOP)
+                plain.append(round_s()[0])
+                child.send_signal(signal.SIGCONT)
+                loaded.append(round_s()[0])
+        finally:
+            child.kill()
+            child.wait()
+        return statistics.median(loaded) / statistics.median(plain) - 1.0
+
     round_s()  # warm-up: module compiled, caches filled
     main_run = compare(args.batch)
     small = compare(args.small_batch)
+    other_process = control(args.batch) if args.control else None
     executor.close()
     stats = store.stats()[0]
     store.close()
@@ -183,6 +218,7 @@ def main() -> None:
         "paced_samples_per_s": args.rate,
         **main_run,
         "small_batch": small,
+        "round_slowdown_sensor_in_another_process": None if other_process is None else round(other_process, 4),
         "store_rows_after": stats.rows,
         "store_bytes_after": stats.bytes,
         "file_bytes_after": sum(f.stat().st_size for f in tmp.glob("examples.sqlite*")),

@@ -406,7 +406,9 @@ class _Collection:
 class ExampleStore(SqliteFile):
     """The on-device example store (see the module docstring); a :class:`~flclient.DataSource`.
 
-    ``retention`` limits the whole store, ``collection_retention`` single collections (both apply);
+    ``retention`` limits the whole store, ``collection_retention`` single collections (both apply); they are
+    stored in the file, and a store opened with neither applies the stored ones (a sensor process that opens the
+    device's store with just its path stays within the limits of the device's ``[data]`` table);
     ``selection`` is what :meth:`load` reads; ``clock`` gives the time used for default timestamps, ages and
     windows. Appends may come from any number of threads while a round reads a snapshot: writes are serialised,
     and reads use their own connection, so a round never waits for a sensor nor sees half of an append.
@@ -447,6 +449,7 @@ class ExampleStore(SqliteFile):
             (fmt,) = db.execute("SELECT value FROM store_meta WHERE key = 'format'").fetchone()
             if fmt != _FORMAT:
                 raise ExampleStoreError(f"{path} is a store of format {fmt!r}; this release reads {_FORMAT!r}")
+            self._retention_of_file(db, inherit=retention is None and collection_retention is None)
             self._reader = sqlite3.connect(path, isolation_level=None, timeout=timeout_s, check_same_thread=False)
         except sqlite3.Error as exc:
             self.close()
@@ -454,6 +457,26 @@ class ExampleStore(SqliteFile):
         except ExampleStoreError:
             self.close()
             raise
+
+    def _retention_of_file(self, db: sqlite3.Connection, *, inherit: bool) -> None:
+        """Retention lives in the file: an opener that gives none applies the stored one (a sensor process opening
+        the daemon's store keeps it within the device's limits); one that gives a policy stores it."""
+        if inherit:
+            row = db.execute("SELECT value FROM store_meta WHERE key = 'retention'").fetchone()
+            if row is None:
+                return
+            try:
+                raw = json.loads(row[0])
+                self.retention = RetentionPolicy(**raw["store"])
+                self.collection_retention = {str(k): RetentionPolicy(**v) for k, v in raw["collections"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ExampleStoreError(f"{self.path}: its stored retention policy is unreadable: {exc}") from exc
+            return
+        policy = {
+            "store": _policy_json(self.retention),
+            "collections": {k: _policy_json(v) for k, v in sorted(self.collection_retention.items())},
+        }
+        db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('retention', ?)", (json.dumps(policy),))
 
     @classmethod
     def from_config(cls, config: ExampleStoreConfig, *, clock: Callable[[], float] = time.time) -> ExampleStore:
@@ -787,9 +810,20 @@ class ExampleStore(SqliteFile):
         if sel.until is not None:
             where.append("ts < ?")
             params.append(sel.until)
-        order = "uses ASC, ts DESC, id DESC" if sel.unused_first else "ts DESC, id DESC"
-        query = f"SELECT id, row FROM examples WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
-        return [(int(i), bytes(r)) for i, r in db.execute(query, [*params, sel.max_examples])]
+        cond = " AND ".join(where)
+
+        def read(extra: str, order: str, limit: int) -> list[tuple[int, bytes]]:
+            query = f"SELECT id, row FROM examples WHERE {cond}{extra} ORDER BY {order} LIMIT ?"
+            return [(int(i), bytes(r)) for i, r in db.execute(query, [*params, limit])]
+
+        if not sel.unused_first:
+            return read("", "ts DESC, id DESC", sel.max_examples)
+        # The unused ones first: new samples are the unused ones, so walking the time index from the newest ends
+        # after max_examples rows; the used ones (a sort, least used first) only when there are too few of them.
+        picked = read(" AND uses = 0", "ts DESC, id DESC", sel.max_examples)
+        if len(picked) < sel.max_examples:
+            picked += read(" AND uses > 0", "uses ASC, ts DESC, id DESC", sel.max_examples - len(picked))
+        return picked
 
     def load(self) -> LocalData:
         """The :class:`~flclient.DataSource` read: a snapshot of the store's selection, remembered so that
@@ -910,6 +944,10 @@ class ExampleStore(SqliteFile):
                     "UPDATE collections SET device_class = ? WHERE name = ?", (local.device_class, collection)
                 )
         return n
+
+
+def _policy_json(policy: RetentionPolicy) -> dict[str, float | int | None]:
+    return {"max_age_s": policy.max_age_s, "max_rows": policy.max_rows, "max_bytes": policy.max_bytes}
 
 
 # -- the [data] table of device.toml ---------------------------------------------------------------------------------

@@ -188,6 +188,23 @@ def test_retention_by_bytes_keeps_the_encoded_rows_within_the_limit(tmp_path: Pa
     assert _consistent(tmp_path / "e.sqlite") == 0
 
 
+def test_retention_is_stored_in_the_file_for_openers_that_give_none(tmp_path: Path) -> None:
+    path = tmp_path / "e.sqlite"
+    ExampleStore(
+        path, retention=RetentionPolicy(max_rows=3), collection_retention={"a": RetentionPolicy(max_rows=1)}
+    ).close()
+    with ExampleStore(path) as sensor_process:  # opened with just the path, as a separate sensor process would
+        assert sensor_process.retention == RetentionPolicy(max_rows=3)
+        assert sensor_process.collection_retention == {"a": RetentionPolicy(max_rows=1)}
+        _append(sensor_process, "a", [1.0, 2.0])
+        _append(sensor_process, "b", [1.0, 2.0, 3.0])
+        assert {s.name: s.rows for s in sensor_process.stats()} == {"a": 0, "b": 3}  # a: its cap, then the oldest
+    with ExampleStore(path, retention=RetentionPolicy(max_rows=100)) as reconfigured:  # a new policy replaces it
+        assert reconfigured.collection_retention == {}
+    with ExampleStore(path) as again:
+        assert again.retention == RetentionPolicy(max_rows=100)
+
+
 def test_selection_by_collection_time_window_and_count(tmp_path: Path) -> None:
     clock = Clock(100.0)
     with ExampleStore(tmp_path / "e.sqlite", clock=clock) as store:
@@ -303,5 +320,5 @@ def test_a_writer_killed_mid_append_leaves_a_consistent_store(tmp_path: Path) ->
     with ExampleStore(path) as store:
         seq = store.snapshot(ExampleSelection(max_examples=10_000)).data.columns["seq"]
         assert seq.tolist() == list(range(int(seq[0]), int(seq[0]) + kept))  # the newest, contiguous
-        store.append("s", {"seq": [-1]}, labels=[0])  # and it takes appends again
-        assert store.stats()[0].rows == kept + 1
+        store.append("s", {"seq": [-1]}, labels=[0])  # it takes appends again, within the writer's stored limit
+        assert store.stats()[0].rows == min(kept + 1, 3000)
