@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     ArtifactError,
     DeviceConfigError,
+    ExampleStoreError,
     FeatureError,
     FLClientError,
     FleetAuthError,
@@ -43,16 +44,24 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
     from ._config import DeviceConfig
+    from ._data import DataSource, LocalData
+    from ._examples import ExampleSelection, ExampleSnapshot, ExampleStore, RetentionPolicy
     from .features import FeatureModule, SandboxLimits
     from .gate import EligibilityPolicy, ParticipationGate
 
 _LAZY = {
     "AsyncClient": "._client",
     "Client": "._client",
+    "DataSource": "._data",
     "DeviceConfig": "._config",
     "EligibilityPolicy": ".gate",
+    "ExampleSelection": "._examples",
+    "ExampleSnapshot": "._examples",
+    "ExampleStore": "._examples",
     "FeatureModule": ".features",
+    "LocalData": "._data",
     "ParticipationGate": ".gate",
+    "RetentionPolicy": "._examples",
     "SandboxLimits": ".features",
 }
 
@@ -60,9 +69,14 @@ __all__ = [
     "ArtifactError",
     "AsyncClient",
     "Client",
+    "DataSource",
     "DeviceConfig",
     "DeviceConfigError",
     "EligibilityPolicy",
+    "ExampleSelection",
+    "ExampleSnapshot",
+    "ExampleStore",
+    "ExampleStoreError",
     "FLClientError",
     "FeatureError",
     "FeatureModule",
@@ -72,6 +86,7 @@ __all__ = [
     "FleetRunNotRunning",
     "FleetUnavailable",
     "GateError",
+    "LocalData",
     "ObjectIntegrityError",
     "ParticipationGate",
     "PolicyError",
@@ -81,6 +96,7 @@ __all__ = [
     "PrivacyLedgerError",
     "ProtocolError",
     "ResourceClosedError",
+    "RetentionPolicy",
     "RoundAbandoned",
     "RunConfigError",
     "SandboxLimits",

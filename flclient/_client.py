@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._concerns import NodeBinding
 from ._config import DeviceConfig
+from ._errors import DeviceConfigError
+from ._examples import ExampleStore
 from ._lifetime import Resource
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
@@ -58,7 +60,9 @@ class Client(Resource):
     """A device node: its state store, Fleet client and task executor, from one :class:`DeviceConfig`.
 
     ``transport`` replaces the HTTP transport (tests pass a ``MockTransport``); ``data`` replaces the
-    configured ``.npz`` data source; ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
+    configured data source (the ``[device] data`` file or the ``[data]`` example store, which is then
+    :attr:`examples`: a daemon appends to it while the client runs, and the examples a round read count as
+    used once its reply reached the SuperLink); ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
     signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``); ``capabilities`` what the device
     declares it can run (default: :func:`flclient._task.device_capabilities`, from this installation; tasks whose
     requirements it does not meet are declined before any work). ``close()`` is idempotent.
@@ -78,7 +82,14 @@ class Client(Resource):
         capabilities: DeviceCapabilities | None = None,
     ) -> None:
         self.config = config
+        if data is None and config.data is None and config.example_store is None:
+            raise DeviceConfigError(
+                "no local data: give device.data (an .npz file) or a [data] table (the example store) in "
+                "device.toml, or a data source to Client(config, data=...)"
+            )
         self._log = log or json_logger()
+        self.examples: ExampleStore | None = None
+        """The example store of the ``[data]`` table (None with another data source)."""
         self.store = StateStore(config.state_path, clock=clock)
         pem = self.store.get_meta("node_key")
         if pem is None:
@@ -110,8 +121,14 @@ class Client(Resource):
                 signals=signals or DeviceSignals(data_dir=config.state_dir),
                 clock=SystemClock(),
             )
+        if data is None:
+            if config.example_store is not None:
+                self.examples = data = ExampleStore.from_config(config.example_store)
+            else:
+                assert config.data is not None  # checked above
+                data = NpzDataSource(config.data)
         self.executor = TaskExecutor(
-            data=data or NpzDataSource(config.data),
+            data=data,
             feature_modules=config.feature_modules,
             module_cache_dir=config.state_dir / "module-cache",
             gate=gate,
@@ -156,9 +173,12 @@ class Client(Resource):
         return SecAggTaskHandler(device=device)
 
     def _pushed(self, reply_to: str) -> None:
-        """A reply reached SuperLink: its DP participation (if any) is now uploaded in the ledger."""
+        """A reply reached SuperLink: its DP participation (if any) is now uploaded in the ledger, and the examples
+        its task read are used."""
         if self.ledger is not None:
             self.ledger.mark_uploaded_round(reply_to)
+        if self.examples is not None:
+            self.examples.mark_used()
 
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
@@ -190,6 +210,8 @@ class Client(Resource):
         self._residuals.close()
         if self.ledger is not None:
             self.ledger.close()
+        if self.examples is not None:
+            self.examples.close()
         self.store.close()
 
 

@@ -8,9 +8,14 @@ Example::
 
     [device]
     state_dir = "state"                       # SQLite state, telemetry log, module cache
-    data = "data.npz"                         # local records (feature-module inputs, label, optional x)
+    data = "data.npz"                         # local records in a file (feature-module inputs, label, optional x)
     feature_modules = ["modules/device_context-1.0.0.wasm"]
     device_class = "rpi4b"                    # optional: evaluation is reported per device class
+
+    [data]                                    # or: the on-device example store a daemon appends to
+    store = "examples.sqlite"                 # default state_dir/examples.sqlite; see flclient.ExampleStoreConfig
+    max_examples = 5000                       # a task reads at most this many (least used first)
+    max_age_s = 604800                        # retention, enforced on append
 
     [gate]                                    # optional: without it the device trains whenever asked
     profile = "rpi4b"                         # a device-class profile (id or .toml path), and/or
@@ -33,7 +38,8 @@ Example::
     [signatures]                              # optional: signed models and signed updates
     model_keys = ["trust/model.pub"]          # the server plugin's checkpoint key(s); required when given
 
-Relative paths are resolved against the directory of the configuration file.
+Relative paths are resolved against the directory of the configuration file. ``[device] data`` and ``[data]``
+exclude each other; with neither, the program passes its own data source (``Client(config, data=...)``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ._errors import DeviceConfigError, GateError
+from ._examples import ExampleStoreConfig
 from ._tables import check_keys, config_path
 from .gate import EligibilityPolicy, load_profile
 from .update import PrivacyBudget
@@ -68,11 +75,14 @@ class DeviceConfig:
     ``heartbeat_interval_s`` must be within SuperLink's accepted [10, 1800] s; ``poll_interval_s`` is the pause
     between ``pull-messages`` calls when there is nothing to do; ``reply_grace_s`` is how long a stopping node
     keeps heartbeating after its last push so that the ServerApp can collect the reply before it deactivates.
+    Local records come from ``data`` (an ``.npz`` file), ``example_store`` (the ``[data]`` table: the on-device
+    :class:`~flclient.ExampleStore`), or, with neither, the data source the program gives ``Client``.
     """
 
     superlink_url: str
     state_dir: Path
-    data: Path
+    data: Path | None = None
+    example_store: ExampleStoreConfig | None = None
     feature_modules: tuple[Path, ...] = ()
     heartbeat_interval_s: float = 30.0
     poll_interval_s: float = 1.0
@@ -111,6 +121,11 @@ class DeviceConfig:
             raise DeviceConfigError(f"a [tls] table needs an https superlink.url, got {self.superlink_url!r}")
         if self.reply_grace_s < 0:
             raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
+        if self.data is not None and self.example_store is not None:
+            raise DeviceConfigError(
+                "device.data and a [data] table both say where the examples are: keep one "
+                "(flclient data import --config device.toml FILE.npz moves an .npz file into the store)"
+            )
 
     @property
     def state_path(self) -> Path:
@@ -141,7 +156,7 @@ class DeviceConfig:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> DeviceConfig:
-        """Build from parsed TOML tables ``[superlink]`` and ``[device]``."""
+        """Build from parsed TOML tables: ``[superlink]``, ``[device]`` and the optional ones (``[data]``, ...)."""
         unknown = set(raw) - set(_TABLES)
         if unknown:
             expected = ", ".join(f"[{t}]" for t in _TABLES)
@@ -205,22 +220,29 @@ class DeviceConfig:
                 privacy_budget = PrivacyBudget(epsilon=float(values["epsilon"]), delta=float(values["delta"]))  # type: ignore[arg-type]
             except ValueError as exc:
                 raise DeviceConfigError(f"[privacy]: {exc}") from exc
-        trust = _trust_tables(raw, base_dir=base_dir, state_dir=path(dev, "state_dir", "device"))
+        state_dir = path(dev, "state_dir", "device")
+        trust = _trust_tables(raw, base_dir=base_dir, state_dir=state_dir)
+        example_store = (
+            ExampleStoreConfig.from_mapping(raw["data"], base_dir=base_dir, state_dir=state_dir)
+            if "data" in raw
+            else None
+        )
         return cls(
             superlink_url=url,
             **trust,  # type: ignore[arg-type]
             privacy_budget=privacy_budget,
             gate_policy=gate_policy,
             device_class=device_class,
-            state_dir=path(dev, "state_dir", "device"),
-            data=path(dev, "data", "device"),
+            state_dir=state_dir,
+            data=path(dev, "data", "device") if "data" in dev else None,
+            example_store=example_store,
             feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),
             telemetry_log=path(dev, "telemetry_log", "device") if "telemetry_log" in dev else None,
             **numbers,  # type: ignore[arg-type]
         )
 
 
-_TABLES = ("superlink", "device", "gate", "privacy", "artifacts", "tls", "signatures")
+_TABLES = ("superlink", "device", "data", "gate", "privacy", "artifacts", "tls", "signatures")
 
 
 def _trust_tables(raw: Mapping[str, Any], *, base_dir: Path, state_dir: Path) -> dict[str, object]:

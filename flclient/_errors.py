@@ -32,6 +32,7 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     │   ├── FleetProtocolError            an answer that is not what the protocol says (content type, protobuf)
     │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
     ├── StateStoreError                   the device's SQLite state store cannot be opened or is corrupt
+    ├── ExampleStoreError                 the on-device example store cannot be opened, written or read (a corrupt row)
     ├── ResourceClosedError               an object was used after close() (also a ValueError: a programming mistake)
     ├── TaskDeclined                      the device refused a task, with a reason (has .reason)
     ├── ProtocolError                     a task or reply breaks the typed round contract (has .key)
@@ -79,6 +80,7 @@ __all__ = [
     "ArtifactUnavailable",
     "CheckpointError",
     "DeviceConfigError",
+    "ExampleStoreError",
     "FLClientError",
     "FeatureAbiMismatch",
     "FeatureError",
@@ -247,6 +249,11 @@ class ObjectIntegrityError(FleetError):
 
 class StateStoreError(FLClientError):
     """The device's durable state (SQLite) cannot be opened, is of another schema, or is corrupt."""
+
+
+class ExampleStoreError(FLClientError):
+    """The on-device example store (:class:`~flclient.ExampleStore`) cannot be opened, written or read: the file is
+    not an example store, appended records do not fit their collection's columns, or a stored row is corrupt."""
 
 
 class ResourceClosedError(FLClientError, ValueError):

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from ._concerns import (
     SigningConcern,
     compose,
 )
+from ._data import DataSource, LocalData, NpzDataSource
 from ._errors import FeatureError, PrivacyBudgetExhausted, ProtocolError, TaskDeclined
 from ._personal import personal_parameter_names
 from .features import ABI_VERSION, FeatureModule, SandboxLimits
@@ -98,49 +99,6 @@ __all__ = [
 
 MODEL_FORMATS = ("dense-v1",)
 """The model formats this release loads (see :attr:`flclient.protocol.DenseModelSpec.model_format`)."""
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class LocalData:
-    """A device's raw records: the feature module's input columns, optional dense extras ``x`` and labels."""
-
-    columns: Mapping[str, np.ndarray]
-    labels: np.ndarray
-    x: np.ndarray | None = None
-    device_class: str | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.labels)
-        for name, col in self.columns.items():
-            if len(col) != n:
-                raise ValueError(f"column {name!r} has {len(col)} rows but there are {n} labels")
-        if self.x is not None and len(self.x) != n:
-            raise ValueError(f"x has {len(self.x)} rows but there are {n} labels")
-
-
-class DataSource(Protocol):
-    """Where a device's local training records come from (read at each task, so new records count)."""
-
-    def load(self) -> LocalData:
-        """The current local records."""
-        ...
-
-
-@dataclass(frozen=True)
-class NpzDataSource:
-    """Records in an ``.npz`` file: module input columns by name, ``label``, optionally ``x`` and a 0-d string
-    ``device_class``."""
-
-    path: Path
-
-    def load(self) -> LocalData:
-        """Read the file (``allow_pickle=False``)."""
-        with np.load(self.path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        labels = arrays.pop("label")
-        x = arrays.pop("x", None)
-        cls = arrays.pop("device_class", None)
-        return LocalData(columns=arrays, labels=labels, x=x, device_class=None if cls is None else str(cls))
 
 
 @dataclass(frozen=True)

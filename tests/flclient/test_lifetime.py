@@ -15,6 +15,7 @@ import flclient
 from flclient import (
     Client,
     DeviceConfig,
+    ExampleStore,
     FeatureModule,
     FLClientError,
     PrivacyLedgerClosed,
@@ -66,6 +67,7 @@ CASES: list[tuple[type[Resource], Callable[[Path], Any], Use]] = [
     (HttpxFetcher, lambda tmp: HttpxFetcher(), lambda f: f.fetch("http://127.0.0.1:9/x")),
     (TrustedArtifacts, _trusted_artifacts, lambda a: a.refresh()),
     (Client, _client, lambda c: c.run_once()),
+    (ExampleStore, lambda tmp: ExampleStore(tmp / "examples.sqlite"), lambda s: s.snapshot()),
 ]
 
 
