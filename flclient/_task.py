@@ -471,6 +471,7 @@ def _train_config(task: TrainTask) -> runtimes.TrainConfig:
         learning_rate=s.lr,
         optimizer=s.optimizer,
         prox_mu=s.proximal_mu,
+        weight_decay=s.weight_decay,
         seed=s.seed,
     )
 

@@ -58,6 +58,7 @@ class Key:
     SEED: Final = "seed"
     EVAL_FRACTION: Final = "eval-fraction"
     PROXIMAL_MU: Final = "proximal-mu"
+    WEIGHT_DECAY: Final = "weight-decay"
     # The round
     SERVER_ROUND: Final = "server-round"
     MODEL_VERSION: Final = "model-version"

@@ -91,6 +91,7 @@ def plan_from_config(run: RunConfig) -> TaskPlan:
             seed=run.seed,
             eval_fraction=run.eval_fraction,
             proximal_mu=run.proximal_mu,
+            weight_decay=run.weight_decay,
         )
     pin = None
     if run.feature_module:

@@ -350,6 +350,9 @@ class RunConfig:
     proximal_mu: float = field(
         default=0.0, metadata=_TASK("proximal-mu", _float(0), "FedProx's proximal term on the devices; 0: off.")
     )
+    weight_decay: float = field(
+        default=0.0, metadata=_TASK("weight-decay", _float(0), "L2 weight decay of the devices' optimiser; 0: off.")
+    )
     personal_layers: int = field(
         default=0,
         metadata=_TASK(

@@ -94,6 +94,7 @@ class TrainingSettings:
     seed: int = 0
     eval_fraction: float = 0.2
     proximal_mu: float = 0.0
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= 10_000:
@@ -108,6 +109,8 @@ class TrainingSettings:
             raise ValueError(f"eval-fraction must be in [0, 1), got {self.eval_fraction}")
         if not (math.isfinite(self.proximal_mu) and self.proximal_mu >= 0):
             raise ValueError(f"proximal-mu must be a finite number >= 0, got {self.proximal_mu}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in [0, 2^63), got {self.seed}")
 
@@ -123,6 +126,8 @@ class TrainingSettings:
         }
         if self.proximal_mu:
             out[Key.PROXIMAL_MU] = self.proximal_mu
+        if self.weight_decay:
+            out[Key.WEIGHT_DECAY] = self.weight_decay
         return out
 
     @classmethod
@@ -136,6 +141,7 @@ class TrainingSettings:
             seed=reader.whole(Key.SEED, 0, minimum=0, maximum=2**63 - 1),
             eval_fraction=reader.number(Key.EVAL_FRACTION, 0.2, minimum=0.0, maximum=math.nextafter(1.0, 0.0)),
             proximal_mu=reader.number(Key.PROXIMAL_MU, 0.0, minimum=0.0),
+            weight_decay=reader.number(Key.WEIGHT_DECAY, 0.0, minimum=0.0),
         )
         return cls(**values)  # type: ignore[arg-type]
 

@@ -84,6 +84,7 @@ settings_ = st.builds(
     seed=st.integers(0, INT63),
     eval_fraction=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
     proximal_mu=st.floats(min_value=0.0, allow_infinity=False),
+    weight_decay=st.floats(min_value=0.0, allow_infinity=False),
 )
 
 

@@ -142,3 +142,16 @@ def test_federated_scaler_rejects_mismatched_or_empty_stats() -> None:
         )
     s = federated_scaler([FeatureStats(np.array([6.0]), np.array([12.0]), 3)], version=1, module_sha256="")
     assert s.mean == (2.0,) and s.std == (1.0,)  # a constant column is not divided by zero
+
+
+def test_weight_decay_reaches_the_device_optimiser(module: tuple[Path, str]) -> None:
+    executors, _ = _devices(module)
+    ex = executors[0]
+    free = _train(ex, module, **{"feature-scale": [10.0], "epochs": 3})
+    decayed = _train(ex, module, **{"feature-scale": [10.0], "epochs": 3, "weight-decay": 1.0})
+    norms = [float(np.abs(p["dense0_weight"]).sum()) for p in (free, decayed)]
+    assert norms[1] < 0.75 * norms[0]  # the L2 term pulls the weights towards zero
+    with pytest.raises(TaskDeclined, match="weight-decay"):
+        _train(ex, module, **{"weight-decay": -1.0})
+    for e in executors:
+        e.close()
