@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from flclient._task import NpzDataSource, TaskExecutor  # noqa: E402
 from flclient.fleet._objects import ArrayRecord, ConfigRecord  # noqa: E402
-from flclient.protocol import model_spec_from_json  # noqa: E402
+from flclient.protocol import TrainTask, model_spec_from_json  # noqa: E402
 from flclient.server import LocalSuperLink, write_flower_app  # noqa: E402
 from flclient.server._demo import (  # noqa: E402
     build_feature_module,
@@ -123,7 +123,8 @@ def central_baseline(data: list[Path], module: Path, cfg: dict[str, Any], epochs
     task.update({"scaler": scaler.to_json(), "scaler-version": 1})
     train_x, train_y, eval_x, eval_y = [], [], [], []
     for ex in executors:
-        x, y, _ = ex._features(task)
+        typed = TrainTask.from_records({"config": ConfigRecord({**task, "model-spec": str(cfg["model-spec"])})})
+        x, y, _ = ex._features(typed.pins.feature_module, typed.features)
         order = np.random.Generator(np.random.PCG64(int(cfg["seed"]))).permutation(len(y))  # the devices' split
         n_eval = round(len(y) * 0.2) if len(y) > 1 else 0
         eval_x.append(x[order[:n_eval]])
