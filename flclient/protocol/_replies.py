@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 
@@ -255,50 +255,42 @@ class TrainReply:
         )
 
 
+R = TypeVar("R", bound="_MetricsReply")
+
+
 @dataclass(frozen=True, kw_only=True)
-class EvaluateReply:
-    """Held-out metrics of the global model on the device."""
+class _MetricsReply:
+    """A reply of metrics and what the device declares about itself (evaluate and query replies)."""
 
     metrics: ReplyMetrics
     device: DeviceInfo | None = None
+
+    def to_records(self) -> RecordDict:
+        """The reply's content."""
+        out: RecordDict = {Record.METRICS: self.metrics.to_record()}
+        if self.device is not None:
+            out[Record.DEVICE] = self.device.to_record()
+        return out
+
+    @classmethod
+    def from_records(cls: type[R], content: RecordDict) -> R:
+        """Decode a reply's content."""
+        _records(content, {Record.METRICS, Record.DEVICE}, str(cls.kind))  # type: ignore[attr-defined]
+        return cls(metrics=ReplyMetrics.from_record(content.get(Record.METRICS)), device=_device(content))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateReply(_MetricsReply):
+    """Held-out metrics of the global model on the device."""
 
     kind = Kind.EVALUATE
 
-    def to_records(self) -> RecordDict:
-        """The reply's content."""
-        out: RecordDict = {Record.METRICS: self.metrics.to_record()}
-        if self.device is not None:
-            out[Record.DEVICE] = self.device.to_record()
-        return out
-
-    @classmethod
-    def from_records(cls, content: RecordDict) -> EvaluateReply:
-        """Decode a reply's content."""
-        _records(content, {Record.METRICS, Record.DEVICE}, "evaluate")
-        return cls(metrics=ReplyMetrics.from_record(content.get(Record.METRICS)), device=_device(content))
-
 
 @dataclass(frozen=True, kw_only=True)
-class QueryReply:
+class QueryReply(_MetricsReply):
     """The answer to a ``count`` or ``capabilities`` query: the number of examples and what the device is."""
 
-    metrics: ReplyMetrics
-    device: DeviceInfo | None = None
-
     kind = Kind.QUERY
-
-    def to_records(self) -> RecordDict:
-        """The reply's content."""
-        out: RecordDict = {Record.METRICS: self.metrics.to_record()}
-        if self.device is not None:
-            out[Record.DEVICE] = self.device.to_record()
-        return out
-
-    @classmethod
-    def from_records(cls, content: RecordDict) -> QueryReply:
-        """Decode a reply's content."""
-        _records(content, {Record.METRICS, Record.DEVICE}, "query")
-        return cls(metrics=ReplyMetrics.from_record(content.get(Record.METRICS)), device=_device(content))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
