@@ -4,6 +4,7 @@ mkdocstrings cannot resolve fails here with mkdocs' own output."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
             [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path)],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=30,
             cwd=ROOT,
             env=env,
             check=False,
@@ -35,3 +36,6 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     for page in ("index.html", "gateway/index.html", "device-toml/index.html", "api/flclient/index.html"):
         assert (tmp_path / page).is_file(), f"the site has no {page}"
     assert 'id="flclient.Client"' in (tmp_path / "api" / "flclient" / "index.html").read_text()
+    for page in (tmp_path / "api").glob("*/index.html"):
+        left = re.findall(r":[a-z]+:<code>[^<]*</code>", page.read_text())
+        assert not left, f"Sphinx roles left in {page.parent.name} (see scripts/mkdocs_hooks.py): {left[:3]}"
