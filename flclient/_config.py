@@ -13,7 +13,7 @@ Example::
     device_class = "rpi4b"                    # optional: evaluation is reported per device class
 
     [data]                                    # or: the on-device example store a daemon appends to
-    store = "examples.sqlite"                 # default state_dir/examples.sqlite; see flclient.ExampleStoreConfig
+    store = "examples.sqlite"                 # default state_dir/examples.sqlite; every key: docs/device-toml.md
     max_examples = 5000                       # a task reads at most this many (least used first)
     max_age_s = 604800                        # retention, enforced on append
 
