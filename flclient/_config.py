@@ -13,7 +13,7 @@ Example::
     device_class = "rpi4b"                    # optional: evaluation is reported per device class
 
     [data]                                    # or: the on-device example store a daemon appends to
-    store = "examples.sqlite"                 # default state_dir/examples.sqlite; see flclient.ExampleStoreConfig
+    store = "examples.sqlite"                 # default state_dir/examples.sqlite; every key: docs/device-toml.md
     max_examples = 5000                       # a task reads at most this many (least used first)
     max_age_s = 604800                        # retention, enforced on append
 
@@ -161,20 +161,8 @@ class DeviceConfig:
         if unknown:
             expected = ", ".join(f"[{t}]" for t in _TABLES)
             raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected {expected}")
-        link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
-        dev = _table(
-            raw,
-            "device",
-            {
-                "state_dir",
-                "data",
-                "feature_modules",
-                "poll_interval_s",
-                "reply_grace_s",
-                "telemetry_log",
-                "device_class",
-            },
-        )
+        link = _table(raw, "superlink", table_keys("superlink"))
+        dev = _table(raw, "device", table_keys("device"))
 
         def path(table: Mapping[str, Any], key: str, where: str) -> Path:
             return config_path(table.get(key), f"{where}.{key}", base_dir)
@@ -201,7 +189,7 @@ class DeviceConfig:
             raise DeviceConfigError(f"device.device_class must be a string, got {device_class!r}")
         gate_policy = None
         if "gate" in raw:
-            gate = _table(raw, "gate", {"profile", "policy"})
+            gate = _table(raw, "gate", table_keys("gate"))
             try:
                 policy = load_profile(str(gate["profile"])).policy() if "profile" in gate else EligibilityPolicy()
                 if "policy" in gate:
@@ -211,7 +199,7 @@ class DeviceConfig:
             gate_policy = policy
         privacy_budget = None
         if "privacy" in raw:
-            priv = _table(raw, "privacy", {"epsilon", "delta"})
+            priv = _table(raw, "privacy", table_keys("privacy"))
             values = {k: priv.get(k) for k in ("epsilon", "delta")}
             for key, value in values.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -243,6 +231,146 @@ class DeviceConfig:
 
 
 _TABLES = ("superlink", "device", "data", "gate", "privacy", "artifacts", "tls", "signatures")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigKey:
+    """One key of ``device.toml``: its table, what it takes, its default and what it means.
+
+    :data:`DEVICE_TOML_KEYS` is the single source of the keys the parser accepts for ``[superlink]``,
+    ``[device]``, ``[gate]`` and ``[privacy]`` and of the reference page ``docs/device-toml.md``
+    (``python scripts/gen_device_config_doc.py``); a test checks that every other table's parser accepts exactly
+    the keys listed here.
+    """
+
+    table: str
+    key: str
+    value: str
+    default: str
+    meaning: str
+
+
+def _default(name: str) -> str:
+    value = DeviceConfig.__dataclass_fields__[name].default
+    return f"`{value}`"
+
+
+_K = ConfigKey
+DEVICE_TOML_KEYS: tuple[ConfigKey, ...] = (
+    _K(table="superlink", key="url", value="an http(s) URL", default="required",
+       meaning="The Flower SuperLink's Fleet API, e.g. `http://127.0.0.1:9093`; `https` is needed with `[tls]`."),
+    _K(table="superlink", key="heartbeat_interval_s", value="a number in [10, 1800]",
+       default=_default("heartbeat_interval_s"),
+       meaning="Seconds between heartbeats; SuperLink accepts only this range."),
+    _K(table="superlink", key="request_timeout_s", value="a number > 0", default=_default("request_timeout_s"),
+       meaning="Timeout of one Fleet API request."),
+    _K(table="superlink", key="max_backoff_s", value="a number > 0", default=_default("max_backoff_s"),
+       meaning="The longest pause between reconnection attempts (the daemon reconnects forever)."),
+    _K(table="device", key="state_dir", value="a path", default="required",
+       meaning="SQLite state (node identity, instructions, unsent replies), telemetry log, caches, example store."),
+    _K(table="device", key="data", value="a path (.npz)", default="none",
+       meaning="Local records in a file: feature-module inputs, `label`, optional `x`. Excludes `[data]`."),
+    _K(table="device", key="feature_modules", value="a list of paths", default="`[]`",
+       meaning="Signed WASM feature modules run over the records before training."),
+    _K(table="device", key="poll_interval_s", value="a number > 0", default=_default("poll_interval_s"),
+       meaning="Pause between `pull-messages` calls when there is nothing to do."),
+    _K(table="device", key="reply_grace_s", value="a number >= 0", default=_default("reply_grace_s"),
+       meaning="How long a stopping node keeps heartbeating after its last push, so the reply is collected."),
+    _K(table="device", key="telemetry_log", value="a path", default="`state_dir/telemetry.jsonl`",
+       meaning="The JSON-lines per-round telemetry log."),
+    _K(table="device", key="device_class", value="1-64 of `[A-Za-z0-9._-]`", default="none",
+       meaning="Reported with evaluation results, which the ServerApp breaks down per device class."),
+    _K(table="data", key="store", value="a path", default="`state_dir/examples.sqlite`",
+       meaning="The on-device example store (SQLite, WAL) a daemon appends to. Excludes `[device] data`."),
+    _K(table="data", key="collection", value="a collection name", default="every collection",
+       meaning="The collection a task reads; without it every collection (they must have the same columns)."),
+    _K(table="data", key="window_s", value="a number > 0", default="no window",
+       meaning="A task reads only examples of the last `window_s` seconds."),
+    _K(table="data", key="max_examples", value="a whole number > 0", default="`10000`",
+       meaning="A task reads at most this many examples (bounds the memory of a round)."),
+    _K(table="data", key="unused_first", value="true or false", default="`true`",
+       meaning="Examples no round has used come first (newest first among equals); else the newest."),
+    _K(table="data", key="max_age_s", value="a number > 0", default="no limit",
+       meaning="Retention of the whole store, enforced on append: older examples go."),
+    _K(table="data", key="max_rows", value="a whole number > 0", default="no limit",
+       meaning="Retention: beyond this many examples the oldest go."),
+    _K(table="data", key="max_bytes", value="a whole number > 0", default="no limit",
+       meaning="Retention: beyond this many bytes of encoded examples the oldest go (the file is 10-30 % larger)."),
+    _K(table="data", key="collections", value="tables `[data.collections.<name>]`", default="none",
+       meaning="Retention of one collection: `max_age_s`, `max_rows`, `max_bytes` as above."),
+    _K(table="data.collections.<name>", key="max_age_s", value="a number > 0", default="no limit",
+       meaning="Examples of this collection older than this go."),
+    _K(table="data.collections.<name>", key="max_rows", value="a whole number > 0", default="no limit",
+       meaning="At most this many examples of this collection."),
+    _K(table="data.collections.<name>", key="max_bytes", value="a whole number > 0", default="no limit",
+       meaning="At most this many bytes of encoded examples of this collection."),
+    _K(table="gate", key="profile", value="a profile id or .toml path", default="none",
+       meaning="A device-class profile (`flclient check` names the one that matches the board)."),
+    _K(table="gate", key="policy", value="a path", default="none",
+       meaning="An eligibility policy file overlaid on the profile's: train only when allowed."),
+    _K(table="privacy", key="epsilon", value="a number", default="required in the table",
+       meaning="The device's lifetime epsilon; a DP round that would exceed it is refused."),
+    _K(table="privacy", key="delta", value="a number", default="required in the table",
+       meaning="The device's lifetime delta."),
+    _K(table="artifacts", key="repository_url", value="an http(s) URL", default="required in the table",
+       meaning="The TUF repository (`metadata/` and `targets/` on any static web server)."),
+    _K(table="artifacts", key="trusted_root", value="a path", default="required in the table",
+       meaning="The `root.json` shipped with the device configuration: the trust anchor."),
+    _K(table="artifacts", key="cache_dir", value="a path", default="`state_dir/artifacts`",
+       meaning="TUF metadata and verified artifacts."),
+    _K(table="artifacts", key="cache_max_mib", value="a number > 0", default="`256`",
+       meaning="The most the verified-artifact cache holds, in MiB."),
+    _K(table="artifacts", key="timeout_s", value="a number > 0", default="`30.0`",
+       meaning="Bounds connecting and each read."),
+    _K(table="artifacts", key="deadline_s", value="a number > 0", default="`600.0`",
+       meaning="Bounds a whole download."),
+    _K(table="artifacts", key="tls", value="a table `[artifacts.tls]`", default="none",
+       meaning="Keys as in `[tls]`, for the artifact server."),
+    _K(table="tls", key="ca_bundle", value="a path (PEM)", default="the system store",
+       meaning="Only these CA certificates are trusted; a mismatch fails closed. Needs an https `superlink.url`."),
+    _K(table="tls", key="client_cert", value="a path (PEM)", default="none",
+       meaning="Certificate chain presented for mutual TLS."),
+    _K(table="tls", key="client_key", value="a path (PEM)", default="none",
+       meaning="Its unencrypted private key (may be left out when it is in `client_cert`)."),
+    _K(table="signatures", key="model_keys", value="a list of paths", default="`[]`",
+       meaning="Public keys of the server plugin's checkpoint signer."),
+    _K(table="signatures", key="require_signed_models", value="true or false", default="true when `model_keys`",
+       meaning="Refuse unsigned models."),
+    _K(table="signatures", key="update_key", value="a path", default="none",
+       meaning="The device's Ed25519 update-signing key, created (mode 0600) on first use; updates go back signed."),
+)  # fmt: skip
+del _K
+
+
+def table_keys(table: str) -> set[str]:
+    """The keys of ``[table]`` in :data:`DEVICE_TOML_KEYS`."""
+    return {k.key for k in DEVICE_TOML_KEYS if k.table == table}
+
+
+def device_config_reference() -> str:
+    """The ``device.toml`` reference page (Markdown), rendered from :data:`DEVICE_TOML_KEYS`."""
+    lines = [
+        "# device.toml reference",
+        "",
+        "<!-- Generated from flclient/_config.py by `python scripts/gen_device_config_doc.py`; "
+        "do not edit by hand. -->",
+        "",
+        "`flclient run --config device.toml` and `DeviceConfig.from_toml` read these tables. Relative paths are "
+        "resolved against the directory of the file; an unknown table or key, or a bad value, is one "
+        "`DeviceConfigError` naming it. `[device] data` and `[data]` exclude each other; with neither, the program "
+        "passes its own data source (`Client(config, data=...)`).",
+    ]
+    for table in dict.fromkeys(k.table for k in DEVICE_TOML_KEYS):
+        lines += ["", f"## [{table}]", "", "| key | value | default | meaning |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| `{k.key}` | {k.value} | {k.default} | {k.meaning} |" for k in DEVICE_TOML_KEYS if k.table == table
+        ]
+    lines += ["", "## Example", "", "```toml", _EXAMPLE.strip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+_EXAMPLE = __doc__.split("Example::", 1)[1].split("\nRelative paths", 1)[0] if __doc__ else ""
+_EXAMPLE = "\n".join(line[4:] for line in _EXAMPLE.splitlines())
 
 
 def _trust_tables(raw: Mapping[str, Any], *, base_dir: Path, state_dir: Path) -> dict[str, object]:
