@@ -64,7 +64,7 @@ class Client(Resource):
     :attr:`examples`: a daemon appends to it while the client runs, and the examples a round read count as
     used once its reply reached the SuperLink); ``rng`` seeds backoff jitter; ``signals`` replaces the device's real
     signal readers for the ``[gate]`` policy (tests pass ``StaticSignals``); ``capabilities`` what the device
-    declares it can run (default: :func:`flclient._task.device_capabilities`, from this installation; tasks whose
+    declares it can run (default: what this installation has - runtime version, feature ABI, backends; tasks whose
     requirements it does not meet are declined before any work). ``close()`` is idempotent.
     """
 

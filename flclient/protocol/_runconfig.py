@@ -750,7 +750,7 @@ def run_config_reference() -> str:
     out = [
         "# Run config reference",
         "",
-        "<!-- Generated from flclient/server/_runconfig.py by "
+        "<!-- Generated from flclient/protocol/_runconfig.py by "
         "`python scripts/gen_run_config_doc.py`; do not edit by hand. -->",
         "",
         "The flclient ServerApp (`flclient.server.app:app`) reads these keys from Flower's run config "
