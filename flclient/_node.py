@@ -127,12 +127,32 @@ class BackgroundHeartbeats:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeTiming:
-    """Intervals of the node loop (seconds)."""
+    """Intervals of the node loop (seconds).
+
+    ``poll_interval_s`` is the pause between ``pull-messages`` calls right after an instruction (a round in
+    progress); each idle pass doubles it, up to ``idle_poll_max_s`` (``None``: the heartbeat interval), so an
+    idle device costs SuperLink about what an idle SuperNode does. Heartbeats keep their own pace meanwhile.
+    """
 
     heartbeat_interval_s: float = 30.0
     poll_interval_s: float = 1.0
     reply_grace_s: float = 10.0
     max_backoff_s: float = 20.0
+    idle_poll_max_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be positive, got {self.poll_interval_s}")
+        if self.idle_poll_max_s is not None and not self.idle_poll_max_s >= self.poll_interval_s:
+            raise ValueError(
+                f"idle_poll_max_s must be at least poll_interval_s ({self.poll_interval_s}), got {self.idle_poll_max_s}"
+            )
+
+    @property
+    def idle_poll_cap_s(self) -> float:
+        """The longest pause between two ``pull-messages`` calls of an idle node."""
+        cap = self.heartbeat_interval_s if self.idle_poll_max_s is None else self.idle_poll_max_s
+        return max(cap, self.poll_interval_s)
 
 
 class FleetNode:
@@ -223,15 +243,32 @@ class FleetNode:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, wait: Callable[[float], bool]) -> None:
-        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff."""
+        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff.
+
+        Polling is fast while a round is in progress and backs off while idle (see :class:`NodeTiming`); between
+        two idle pulls the loop still wakes for each heartbeat that falls due.
+        """
         failures = 0
+        idle_pause = self.timing.poll_interval_s
+        next_pull = -float("inf")
         while True:
             try:
                 if self.node_id is None:
                     self.connect()
-                busy = self.poll_once()
+                    next_pull = -float("inf")
+                busy = False
+                if self._monotonic() >= next_pull:
+                    busy = self.poll_once() > 0
+                    if busy:
+                        idle_pause = self.timing.poll_interval_s
+                        next_pull = -float("inf")
+                    else:
+                        next_pull = self._monotonic() + idle_pause
+                        idle_pause = min(self.timing.idle_poll_cap_s, idle_pause * 2)
+                else:
+                    self._heartbeat_if_due()
                 failures = 0
-                if wait(0 if busy else self.timing.poll_interval_s):
+                if wait(0 if busy else self._pause_until(next_pull)):
                     return
             except Exception as exc:
                 failures += 1
@@ -253,6 +290,19 @@ class FleetNode:
                 if wait(delay):
                     return
 
+    def _pause_until(self, next_pull: float) -> float:
+        """Seconds until the next pull or the next heartbeat, whichever is first."""
+        beat_due = self._last_heartbeat + self.timing.heartbeat_interval_s / 3
+        return max(0.0, min(next_pull, beat_due) - self._monotonic())
+
+    def _heartbeat_if_due(self) -> None:
+        assert self.node_id is not None
+        if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
+            if not self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s):
+                self.node_id = None
+                raise FleetUnavailable("SuperLink no longer considers this node active")
+            self._last_heartbeat = self._monotonic()
+
     def poll_once(self) -> int:
         """One pass; returns how many instructions were handled (0 = idle)."""
         if self.node_id is None:
@@ -263,11 +313,7 @@ class FleetNode:
         for pending in self.store.pending_instructions():
             self._process(pending)
             handled += 1
-        if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
-            if not self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s):
-                self.node_id = None
-                raise FleetUnavailable("SuperLink no longer considers this node active")
-            self._last_heartbeat = self._monotonic()
+        self._heartbeat_if_due()
         for pulled in self.fleet.pull_messages(self.node_id):
             if not self.store.add_instruction(
                 pulled.message_id,
