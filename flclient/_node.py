@@ -21,6 +21,7 @@ from ._errors import (
     FLClientError,
     FleetAuthError,
     FleetError,
+    FleetNodeNotRegistered,
     FleetProtocolError,
     FleetRunNotRunning,
     FleetUnavailable,
@@ -209,6 +210,8 @@ class FleetNode:
                 self.timing.heartbeat_interval_s, known_node_id=None if known is None else int(known)
             )
         except FleetAuthError as exc:
+            if self.fleet.operator_registers_keys:  # node authentication: only its operator can let us in
+                raise self.fleet.not_registered() from exc
             # A SuperLink that lost its state (restarted in memory) no longer knows the key: register again.
             self._log({"event": "reregister", "reason": str(exc)})
             self._register()
@@ -223,7 +226,8 @@ class FleetNode:
 
     def _register(self) -> None:
         self.fleet.ensure_registered()
-        self.store.set_meta("registered", b"1")
+        if not self.fleet.operator_registers_keys:  # with node authentication, ask again at each start
+            self.store.set_meta("registered", b"1")
 
     def deactivate(self) -> None:
         """Mark the node offline (after :meth:`linger`)."""
@@ -270,6 +274,8 @@ class FleetNode:
                 failures = 0
                 if wait(0 if busy else self._pause_until(next_pull)):
                     return
+            except FleetNodeNotRegistered:
+                raise  # no retry helps: the SuperLink's operator has to register this device's key
             except Exception as exc:
                 failures += 1
                 self.node_id = None
@@ -277,6 +283,8 @@ class FleetNode:
                     # SuperLink no longer knows this key (it restarted without its state): register it again.
                     with contextlib.suppress(FLClientError):
                         self._register()
+                    if self.fleet.operator_registers_keys:  # ... unless only its operator registers keys
+                        raise self.fleet.not_registered() from exc
                 delay = min(self.timing.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                 delay *= 0.5 + 0.5 * self.fleet.rng.random()
                 self._log(
@@ -415,7 +423,7 @@ class FleetNode:
         assert self.node_id is not None
         now = self._wall()
         ttl = ins.created_at + ins.ttl - now if ins.ttl > 0 else 3600.0
-        return pb.Metadata(
+        meta = pb.Metadata(
             run_id=ins.run_id,
             src_node_id=self.node_id,
             dst_node_id=_SUPERLINK_NODE_ID,
@@ -425,6 +433,11 @@ class FleetNode:
             created_at=now,
             ttl=max(ttl, 1.0),
         )
+        if ins.HasField("dst_task_id"):  # a reply swaps the task ids, as a SuperNode's reply does
+            meta.src_task_id = ins.dst_task_id
+        if ins.HasField("src_task_id"):
+            meta.dst_task_id = ins.src_task_id
+        return meta
 
     def _reply_error(self, pulled: PulledMessage, error: ErrorReply, started: float) -> None:
         """Answer with a Flower error whose reason is the protocol's error reply (kind, code, detail)."""

@@ -27,6 +27,7 @@ FLCLIENT_PUBLIC = [
     "FeatureModule",
     "FleetAuthError",
     "FleetError",
+    "FleetNodeNotRegistered",
     "FleetProtocolError",
     "FleetRunNotRunning",
     "FleetUnavailable",
