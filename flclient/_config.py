@@ -66,8 +66,11 @@ class DeviceConfig:
     """Everything a device node needs to take part in rounds.
 
     ``heartbeat_interval_s`` must be within SuperLink's accepted [10, 1800] s; ``poll_interval_s`` is the pause
-    between ``pull-messages`` calls when there is nothing to do; ``reply_grace_s`` is how long a stopping node
-    keeps heartbeating after its last push so that the ServerApp can collect the reply before it deactivates.
+    between ``pull-messages`` calls right after an instruction (an idle node doubles it up to the heartbeat
+    interval); ``reply_grace_s`` is how long a stopping node keeps heartbeating after its last push so that the
+    ServerApp can collect the reply before it deactivates. ``flower_version`` (``superlink.flower_version``) is the
+    SuperLink's Flower release the device declares, within :data:`flclient.fleet.FLOWER_RELEASES` (default: the
+    test environment's, :data:`flclient.fleet.FLEET_PROTOCOL_VERSION`).
     """
 
     superlink_url: str
@@ -79,6 +82,7 @@ class DeviceConfig:
     reply_grace_s: float = 10.0
     request_timeout_s: float = 30.0
     max_backoff_s: float = 20.0
+    flower_version: str | None = None
     telemetry_log: Path | None = None
     gate_policy: EligibilityPolicy | None = None
     device_class: str | None = None
@@ -109,6 +113,12 @@ class DeviceConfig:
             )
         if self.tls is not None and url.scheme != "https":
             raise DeviceConfigError(f"a [tls] table needs an https superlink.url, got {self.superlink_url!r}")
+        if self.flower_version is not None:
+            from .fleet._client import flower_version_problem
+
+            problem = flower_version_problem(self.flower_version)
+            if problem is not None:
+                raise DeviceConfigError(f"superlink.{problem}")
         if self.reply_grace_s < 0:
             raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
 
@@ -146,7 +156,9 @@ class DeviceConfig:
         if unknown:
             expected = ", ".join(f"[{t}]" for t in _TABLES)
             raise DeviceConfigError(f"unknown table(s) {sorted(unknown)}; expected {expected}")
-        link = _table(raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s"})
+        link = _table(
+            raw, "superlink", {"url", "heartbeat_interval_s", "request_timeout_s", "max_backoff_s", "flower_version"}
+        )
         dev = _table(
             raw,
             "device",
@@ -181,6 +193,9 @@ class DeviceConfig:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise DeviceConfigError(f"{where}.{key} must be a number, got {value!r}")
                     numbers[key] = float(value)
+        flower_version = link.get("flower_version")
+        if flower_version is not None and not isinstance(flower_version, str):
+            raise DeviceConfigError(f'superlink.flower_version must be a string like "1.42.0", got {flower_version!r}')
         device_class = dev.get("device_class")
         if device_class is not None and not isinstance(device_class, str):
             raise DeviceConfigError(f"device.device_class must be a string, got {device_class!r}")
@@ -212,6 +227,7 @@ class DeviceConfig:
             privacy_budget=privacy_budget,
             gate_policy=gate_policy,
             device_class=device_class,
+            flower_version=flower_version,
             state_dir=path(dev, "state_dir", "device"),
             data=path(dev, "data", "device"),
             feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),

@@ -213,14 +213,9 @@ class FleetClient(Resource):
     """Set once SuperLink said it runs with node authentication (keys registered by its operator only)."""
 
     def __post_init__(self) -> None:
-        parts = self.flower_version.split(".")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"flower_version must be a release like 1.42.0, got {self.flower_version!r}")
-        if ".".join(parts[:2]) not in FLOWER_RELEASES:
-            raise ValueError(
-                f"flower_version {self.flower_version} is outside the tested Flower releases "
-                f"{FLOWER_RELEASES[0]}-{FLOWER_RELEASES[-1]}"
-            )
+        problem = flower_version_problem(self.flower_version)
+        if problem is not None:
+            raise ValueError(problem)
         self._runtime_headers = {
             "flwr-package-name": "flwr",
             "flwr-package-version": self.flower_version,
@@ -438,6 +433,19 @@ class FleetClient(Resource):
                 raise FleetUnavailable(f"{name}: gave up after {self.retry.max_attempts} attempts; last: {failure}")
             self.traffic.retries += 1
             self.sleep(delay)
+
+
+def flower_version_problem(version: str) -> str | None:
+    """What is wrong with ``version`` as the Flower release a device declares, or ``None``."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return f"flower_version must be a release like 1.42.0, got {version!r}"
+    if ".".join(parts[:2]) not in FLOWER_RELEASES:
+        return (
+            f"flower_version {version} is outside the tested Flower releases "
+            f"{FLOWER_RELEASES[0]}-{FLOWER_RELEASES[-1]}: use a SuperLink in that range"
+        )
+    return None
 
 
 def _parse(name: str, resp: TransportResponse, response_type: type[_R]) -> _R:

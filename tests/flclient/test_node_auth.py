@@ -169,3 +169,29 @@ def test_a_reply_swaps_the_instructions_task_ids_as_a_supernode_does(tmp_path: P
     assert (reply.src_task_id, reply.dst_task_id) == (22, 11)
     unset = link.replies[plain.message_id].message.metadata
     assert not unset.HasField("src_task_id") and not unset.HasField("dst_task_id")
+
+
+def _device_toml(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "device.toml"
+    path.write_text(f'[superlink]\nurl = "http://127.0.0.1:9093"\n{extra}\n[device]\nstate_dir = "s"\ndata = "d.npz"\n')
+    return path
+
+
+def test_the_declared_flower_release_comes_from_device_toml(tmp_path: Path) -> None:
+    from flclient import Client, DeviceConfig
+
+    config = DeviceConfig.from_toml(_device_toml(tmp_path, 'flower_version = "1.42.0"'))
+    transport, seen = _recording()
+    with Client(config, transport=transport, log=lambda record: None) as client:
+        client.fleet.heartbeat(7, 30)
+    assert seen[0]["flwr-package-version"] == "1.42.0"
+
+
+@pytest.mark.parametrize(("value", "message"), [('"1.39.2"', "outside the tested"), ("142", "must be a string")])
+def test_a_flower_release_outside_the_range_in_device_toml_is_one_config_error(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    from flclient import DeviceConfig, DeviceConfigError
+
+    with pytest.raises(DeviceConfigError, match=message):
+        DeviceConfig.from_toml(_device_toml(tmp_path, f"flower_version = {value}"))
