@@ -8,7 +8,7 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
-# The other end of the supported Flower range (about 25 s warm, 90 s with a fresh venv); only for a full run.
+# The other end of the supported Flower range (under a minute warm, about 90 s with a fresh venv); only for a full run.
 if [ "$#" -eq 0 ]; then
     if [ "${FLCLIENT_SKIP_FLOWER_RANGE:-0}" = "1" ]; then
         echo "skipped scripts/test-flower-range.sh: FLCLIENT_SKIP_FLOWER_RANGE=1" >&2
