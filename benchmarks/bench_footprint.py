@@ -12,8 +12,16 @@
   (from the devices' telemetry of a 2-device, 2-round `flclient demo`), with its breakdown per train round in
   ``round_ms`` and ``round_overhead_local_pct``, the same without the wait for SuperLink's answers.
 - ``core_packages_mb``: the largest packages of the core install (what a move to an extra could save).
+- ``idle_requests_per_min`` / ``supernode_idle_requests_per_min``: Fleet API requests a minute of the idle daemon
+  and of the idle SuperNode (both with a 30 s heartbeat interval), each counted by its own HTTP proxy in front of
+  the same SuperLink over ``IDLE_WINDOW_S``, after both settled (the device's polling backed off).
+- ``round_requests`` / ``round_bytes`` and the ``supernode_`` pair: what one 1-round run cost each of them on the
+  wire (requests, and request plus answer bodies), polling excluded: every call but ``send-node-heartbeat`` and
+  ``pull-messages`` with nothing to hand out. Both are in the same run; the SuperNode runs the generated app's
+  ClientApp, so its "round" is whatever that ClientApp answers.
 
-Targets (issue 4): install <= 0.5x flwr's, import <= 0.33x, idle RSS <= 0.33x, round overhead <= 10 %.
+Targets (issue 4): install <= 0.5x flwr's, import <= 0.33x, idle RSS <= 0.33x, round overhead <= 10 %;
+(issue 17) idle requests and a round's requests and bytes <= the SuperNode's.
 Needs PyPI (or pip's cache) for the two venvs.
 """
 
@@ -25,16 +33,158 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flclient.server._demo import run_demo, write_device_config  # noqa: E402
-from flclient.server._local import LocalSuperLink  # noqa: E402
+from flclient.features import FeatureModule  # noqa: E402
+from flclient.protocol import RunConfig  # noqa: E402
+from flclient.server._demo import DEMO_TRAINING, run_demo, write_device_config  # noqa: E402
+from flclient.server._local import LocalSuperLink, write_flower_app  # noqa: E402
 
 FLWR = "flwr==1.41.0"
+# The device's polling backs off to its heartbeat interval within about a minute; both can be shortened
+# (BENCH_IDLE_SETTLE_S, BENCH_IDLE_WINDOW_S) for a quick look, at the price of a noisier rate.
+IDLE_SETTLE_S = float(os.environ.get("BENCH_IDLE_SETTLE_S", "75"))
+IDLE_WINDOW_S = float(os.environ.get("BENCH_IDLE_WINDOW_S", "120"))
+
+
+class CountingProxy:
+    """A loopback HTTP proxy in front of SuperLink's Fleet API that counts every call: name, time, body bytes."""
+
+    def __init__(self, upstream: str) -> None:
+        self.calls: list[tuple[float, str, int, int]] = []  # (monotonic time, call, request bytes, answer bytes)
+        client = httpx.Client(base_url=upstream, timeout=60, trust_env=False)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                skip = {"host", "content-length", "connection", "transfer-encoding"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                r = client.post(self.path, content=body, headers=headers)
+                proxy.calls.append((time.monotonic(), self.path.rsplit("/", 1)[-1], len(body), len(r.content)))
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in skip | {"content-encoding"}:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def between(self, start: float, end: float) -> list[tuple[float, str, int, int]]:
+        return [c for c in self.calls if start <= c[0] < end]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def round_work(calls: list[tuple[float, str, int, int]]) -> list[tuple[float, str, int, int]]:
+    """The calls of a round, polling excluded (heartbeats and pull-messages that handed out nothing)."""
+    return [c for c in calls if c[1] != "send-node-heartbeat" and not (c[1] == "pull-messages" and c[3] == 0)]
+
+
+def round_cost(calls: list[tuple[float, str, int, int]]) -> tuple[int, int]:
+    """Requests and bytes (request plus answer bodies) of a round, polling excluded."""
+    work = round_work(calls)
+    return len(work), sum(c[2] + c[3] for c in work)
+
+
+def fleet_traffic(core: Path, flwr: Path, demo: Path, tmp: Path) -> dict[str, object]:
+    """An idle daemon and an idle SuperNode, each behind a counting proxy, then one 1-round run with both."""
+    out: dict[str, object] = {}
+    with LocalSuperLink(tmp / "traffic-link") as link:
+        device_proxy, node_proxy = CountingProxy(link.url), CountingProxy(link.url)
+        work = tmp / "traffic"
+        config = write_device_config(
+            work,
+            superlink_url=f"http://127.0.0.1:{device_proxy.port}",
+            data=next((demo / "data").glob("*.npz")),
+            modules=sorted((demo / "modules").glob("*.wasm")),
+            heartbeat_s=30.0,  # a SuperNode's interval: the same footing
+        )
+        text = config.read_text().replace("poll_interval_s = 0.2", "poll_interval_s = 1.0")
+        config.write_text(text)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        procs = [
+            subprocess.Popen(
+                [str(core / "bin" / "flclient"), "run", "--config", str(config)],
+                env=env,
+                cwd=work,
+                stdout=(work / "device.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+            subprocess.Popen(
+                [str(flwr / "bin" / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{node_proxy.port}"],
+                env={**link.env, "PATH": f"{flwr / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"},
+                cwd=work,
+                stdout=(work / "supernode.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ),
+        ]
+        try:
+            time.sleep(IDLE_SETTLE_S)
+            start = time.monotonic()
+            time.sleep(IDLE_WINDOW_S)
+            end = time.monotonic()
+            per_min = 60.0 / (end - start)
+            out["idle_requests_per_min"] = round(len(device_proxy.between(start, end)) * per_min, 1)
+            out["supernode_idle_requests_per_min"] = round(len(node_proxy.between(start, end)) * per_min, 1)
+            module = next((demo / "modules").glob("*.wasm"))
+            with FeatureModule.load(module) as fm:
+                pin, sha = f"{fm.manifest.name}@{fm.manifest.version}", fm.sha256
+            cfg = RunConfig(
+                rounds=1,
+                min_nodes=2,
+                node_wait_s=60,
+                round_timeout_s=60,
+                feature_module=pin,
+                feature_module_sha256=sha,
+                feature_scale=(23.0, 1.0, 10.0),
+                **DEMO_TRAINING,  # type: ignore[arg-type]
+                metrics_path=work / "metrics.jsonl",
+                history_dir=work / "models",
+            ).to_run_config()
+            app = write_flower_app(work / "app", cfg)
+            start = time.monotonic()
+            run_id = link.submit(app)
+            out["traffic_run_status"] = link.wait(run_id, timeout_s=240)
+            end = time.monotonic()
+            out["round_requests"], out["round_bytes"] = round_cost(device_proxy.between(start, end))
+            out["supernode_round_requests"], out["supernode_round_bytes"] = round_cost(node_proxy.between(start, end))
+            for key, proxy in (("round_calls", device_proxy), ("supernode_round_calls", node_proxy)):
+                names = [c[1] for c in round_work(proxy.between(start, end))]
+                out[key] = {n: names.count(n) for n in sorted(set(names))}
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            device_proxy.close()
+            node_proxy.close()
+    return out
 
 
 def venv(path: Path, *packages: str) -> Path:
@@ -193,6 +343,10 @@ def main() -> None:
                 ),
                 1,
             )
+        report.update(fleet_traffic(core, flwr, demo, tmp))
+
+    def le(a: str, b: str) -> bool:
+        return float(report[a]) <= float(report[b])  # type: ignore[arg-type]
 
     def ratio(a: str, b: str) -> float:
         return round(float(report[a]) / float(report[b]), 3)  # type: ignore[arg-type]
@@ -208,6 +362,9 @@ def main() -> None:
         "import_le_0.33x_flwr": imp <= 0.33,
         "idle_rss_le_0.33x_supernode": rss <= 0.33,
         "round_overhead_le_10pct": float(report["round_overhead_pct"]) <= 10,  # type: ignore[arg-type]
+        "idle_requests_le_supernode": le("idle_requests_per_min", "supernode_idle_requests_per_min"),
+        "round_requests_le_supernode": le("round_requests", "supernode_round_requests"),
+        "round_bytes_le_supernode": le("round_bytes", "supernode_round_bytes"),
     }
     print(json.dumps(report))
 

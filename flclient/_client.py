@@ -33,7 +33,7 @@ from ._lifetime import Resource
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
 from ._task import DataSource, NpzDataSource, TaskExecutor
-from .fleet._client import FleetClient, NodeKey, RetryPolicy
+from .fleet._client import FLEET_PROTOCOL_VERSION, FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
 from .gate import DeviceCapabilities, DeviceSignals, ParticipationGate, SignalSource, SystemClock
 from .secagg import SecAggDevice, SecAggTaskHandler, SqliteSecAggStore
@@ -105,6 +105,7 @@ class Client(Resource):
             clock=clock,
             sleep=sleep,
             rng=rng or random.Random(),
+            flower_version=config.flower_version or FLEET_PROTOCOL_VERSION.removeprefix("flwr-"),
         )
         self._secagg_store = SqliteSecAggStore(config.state_dir / "secagg.sqlite")
         self._residuals = SqliteResidualStore(config.state_dir / "update-residuals.sqlite")

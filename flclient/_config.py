@@ -73,8 +73,11 @@ class DeviceConfig:
     """Everything a device node needs to take part in rounds.
 
     ``heartbeat_interval_s`` must be within SuperLink's accepted [10, 1800] s; ``poll_interval_s`` is the pause
-    between ``pull-messages`` calls when there is nothing to do; ``reply_grace_s`` is how long a stopping node
-    keeps heartbeating after its last push so that the ServerApp can collect the reply before it deactivates.
+    between ``pull-messages`` calls right after an instruction (an idle node doubles it up to the heartbeat
+    interval); ``reply_grace_s`` is how long a stopping node keeps heartbeating after its last push so that the
+    ServerApp can collect the reply before it deactivates. ``flower_version`` (``superlink.flower_version``) is the
+    SuperLink's Flower release the device declares, within :data:`flclient.fleet.FLOWER_RELEASES` (default: the
+    test environment's, :data:`flclient.fleet.FLEET_PROTOCOL_VERSION`).
     Local records come from ``data`` (an ``.npz`` file), ``example_store`` (the ``[data]`` table: the on-device
     :class:`~flclient.ExampleStore`), or, with neither, the data source the program gives ``Client``.
     """
@@ -89,6 +92,7 @@ class DeviceConfig:
     reply_grace_s: float = 10.0
     request_timeout_s: float = 30.0
     max_backoff_s: float = 20.0
+    flower_version: str | None = None
     telemetry_log: Path | None = None
     gate_policy: EligibilityPolicy | None = None
     device_class: str | None = None
@@ -119,6 +123,12 @@ class DeviceConfig:
             )
         if self.tls is not None and url.scheme != "https":
             raise DeviceConfigError(f"a [tls] table needs an https superlink.url, got {self.superlink_url!r}")
+        if self.flower_version is not None:
+            from .fleet._client import flower_version_problem
+
+            problem = flower_version_problem(self.flower_version)
+            if problem is not None:
+                raise DeviceConfigError(f"superlink.{problem}")
         if self.reply_grace_s < 0:
             raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
         if self.data is not None and self.example_store is not None:
@@ -184,6 +194,9 @@ class DeviceConfig:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
                         raise DeviceConfigError(f"{where}.{key} must be a number, got {value!r}")
                     numbers[key] = float(value)
+        flower_version = link.get("flower_version")
+        if flower_version is not None and not isinstance(flower_version, str):
+            raise DeviceConfigError(f'superlink.flower_version must be a string like "1.42.0", got {flower_version!r}')
         device_class = dev.get("device_class")
         if device_class is not None and not isinstance(device_class, str):
             raise DeviceConfigError(f"device.device_class must be a string, got {device_class!r}")
@@ -221,6 +234,7 @@ class DeviceConfig:
             privacy_budget=privacy_budget,
             gate_policy=gate_policy,
             device_class=device_class,
+            flower_version=flower_version,
             state_dir=state_dir,
             data=path(dev, "data", "device") if "data" in dev else None,
             example_store=example_store,
@@ -266,6 +280,8 @@ DEVICE_TOML_KEYS: tuple[ConfigKey, ...] = (
        meaning="Timeout of one Fleet API request."),
     _K(table="superlink", key="max_backoff_s", value="a number > 0", default=_default("max_backoff_s"),
        meaning="The longest pause between reconnection attempts (the daemon reconnects forever)."),
+    _K(table="superlink", key="flower_version", value="a version string", default="the tested release",
+       meaning="The SuperLink's Flower release this device declares (within the supported range)."),
     _K(table="device", key="state_dir", value="a path", default="required",
        meaning="SQLite state (node identity, instructions, unsent replies), telemetry log, caches, example store."),
     _K(table="device", key="data", value="a path (.npz)", default="none",

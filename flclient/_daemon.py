@@ -1,4 +1,5 @@
-"""``flclient run --config device.toml`` (the daemon) and ``flclient demo`` (the local federation).
+"""``flclient run --config device.toml`` (the daemon), ``flclient node-key`` and ``flclient demo`` (the local
+federation).
 
 The daemon runs the node under asyncio: SIGTERM/SIGINT stop it gracefully (the last reply gets its grace
 period, then the node deactivates), it reconnects forever with backoff, and it logs JSON lines on stderr.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._client import AsyncClient, json_logger
@@ -48,6 +51,42 @@ def _demo_missing() -> list[str]:
     return [dist for module, dist in _DEMO_MODULES.items() if importlib.util.find_spec(module) is None]
 
 
+def device_public_key(config: DeviceConfig) -> bytes:
+    """The device's public key in OpenSSH format, what ``flwr supernode register`` takes.
+
+    The key is the one the node signs with, kept in the state store; a device that never ran gets it now, so
+    that its key can be registered before its first start.
+    """
+    from ._state import StateStore
+    from .fleet import NodeKey
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with StateStore(config.state_path) as store:
+        pem = store.get_meta("node_key")
+        if pem is None:
+            key = NodeKey.generate()
+            store.set_meta("node_key", key.to_pem())
+        else:
+            key = NodeKey.from_pem(pem)
+    return key.public_openssh()
+
+
+def _cmd_node_key(args: argparse.Namespace) -> int:
+    public = device_public_key(DeviceConfig.from_toml(args.config))
+    if args.action == "show":
+        sys.stdout.write(public.decode("ascii") + "\n")
+        return 0
+    out = Path(args.output)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(public + b"\n")
+    except OSError as exc:
+        raise FLClientError(f"cannot write the public key to {out}: {exc.strerror or exc}") from exc
+    print(f"wrote {out}; register it: flwr supernode register {out} [SUPERLINK]", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     missing = _demo_missing()
     if missing and sys.version_info < (3, 11):
@@ -72,6 +111,15 @@ def add_node_commands(sub: Any) -> None:
     r = sub.add_parser("run", help="run a device node (daemon) against a Flower SuperLink")
     r.add_argument("--config", required=True, help="device.toml")
     r.set_defaults(func=_cmd_run)
+    k = sub.add_parser("node-key", help="the device's public key, for SuperLink node authentication")
+    actions = k.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="print the public key (OpenSSH format, as `flwr supernode register` takes)")
+    show.add_argument("--config", required=True, help="device.toml")
+    export = actions.add_parser("export", help="write the public key to a file for `flwr supernode register`")
+    export.add_argument("--config", required=True, help="device.toml")
+    export.add_argument("--output", default="device.pub", help="the file to write (default device.pub)")
+    for p in (show, export):
+        p.set_defaults(func=_cmd_node_key)
     d = sub.add_parser("demo", help="a local federation: SuperLink, ServerApp and N device processes on loopback")
     d.add_argument("--devices", type=int, default=8, help="device processes (default 8)")
     d.add_argument("--rounds", type=int, default=3, help="training rounds (default 3)")

@@ -28,6 +28,7 @@ Errors from libraries below (wasmtime, cryptography, numpy) are translated where
     ├── FleetError                        talking to the coordinator (Flower's Fleet API) failed
     │   ├── FleetUnavailable              network error, timeout or 5xx/429 after the retries ran out
     │   ├── FleetAuthError                401: the SuperLink refused the node's signature or identity
+    │   ├── FleetNodeNotRegistered        SuperLink registers keys only by its operator and not this one: stop
     │   ├── FleetRunNotRunning            403: the run is not running (finished, stopped): a stop signal
     │   ├── FleetProtocolError            an answer that is not what the protocol says (content type, protobuf)
     │   └── ObjectIntegrityError          a pulled object is malformed, oversized or not what its id says
@@ -97,6 +98,7 @@ __all__ = [
     "FeatureTrap",
     "FleetAuthError",
     "FleetError",
+    "FleetNodeNotRegistered",
     "FleetProtocolError",
     "FleetRunNotRunning",
     "FleetUnavailable",
@@ -233,6 +235,14 @@ class FleetUnavailable(FleetError):
 
 class FleetAuthError(FleetError):
     """The SuperLink answered 401: it refused the request signature or the node's identity."""
+
+
+class FleetNodeNotRegistered(FleetError):
+    """The SuperLink runs with node authentication and this device's key is not registered with it.
+
+    Nothing the device does fixes this: the operator registers its public key (``flclient node-key export``,
+    then ``flwr supernode register``). The node loop stops instead of retrying.
+    """
 
 
 class FleetRunNotRunning(FleetError):

@@ -21,6 +21,7 @@ from ._errors import (
     FLClientError,
     FleetAuthError,
     FleetError,
+    FleetNodeNotRegistered,
     FleetProtocolError,
     FleetRunNotRunning,
     FleetUnavailable,
@@ -127,12 +128,32 @@ class BackgroundHeartbeats:
 
 @dataclass(frozen=True, kw_only=True)
 class NodeTiming:
-    """Intervals of the node loop (seconds)."""
+    """Intervals of the node loop (seconds).
+
+    ``poll_interval_s`` is the pause between ``pull-messages`` calls right after an instruction (a round in
+    progress); each idle pass doubles it, up to ``idle_poll_max_s`` (``None``: the heartbeat interval), so an
+    idle device costs SuperLink about what an idle SuperNode does. Heartbeats keep their own pace meanwhile.
+    """
 
     heartbeat_interval_s: float = 30.0
     poll_interval_s: float = 1.0
     reply_grace_s: float = 10.0
     max_backoff_s: float = 20.0
+    idle_poll_max_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be positive, got {self.poll_interval_s}")
+        if self.idle_poll_max_s is not None and not self.idle_poll_max_s >= self.poll_interval_s:
+            raise ValueError(
+                f"idle_poll_max_s must be at least poll_interval_s ({self.poll_interval_s}), got {self.idle_poll_max_s}"
+            )
+
+    @property
+    def idle_poll_cap_s(self) -> float:
+        """The longest pause between two ``pull-messages`` calls of an idle node."""
+        cap = self.heartbeat_interval_s if self.idle_poll_max_s is None else self.idle_poll_max_s
+        return max(cap, self.poll_interval_s)
 
 
 class FleetNode:
@@ -189,6 +210,8 @@ class FleetNode:
                 self.timing.heartbeat_interval_s, known_node_id=None if known is None else int(known)
             )
         except FleetAuthError as exc:
+            if self.fleet.operator_registers_keys:  # node authentication: only its operator can let us in
+                raise self.fleet.not_registered() from exc
             # A SuperLink that lost its state (restarted in memory) no longer knows the key: register again.
             self._log({"event": "reregister", "reason": str(exc)})
             self._register()
@@ -203,7 +226,8 @@ class FleetNode:
 
     def _register(self) -> None:
         self.fleet.ensure_registered()
-        self.store.set_meta("registered", b"1")
+        if not self.fleet.operator_registers_keys:  # with node authentication, ask again at each start
+            self.store.set_meta("registered", b"1")
 
     def deactivate(self) -> None:
         """Mark the node offline (after :meth:`linger`)."""
@@ -223,16 +247,35 @@ class FleetNode:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, wait: Callable[[float], bool]) -> None:
-        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff."""
+        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff.
+
+        Polling is fast while a round is in progress and backs off while idle (see :class:`NodeTiming`); between
+        two idle pulls the loop still wakes for each heartbeat that falls due.
+        """
         failures = 0
+        idle_pause = self.timing.poll_interval_s
+        next_pull = -float("inf")
         while True:
             try:
                 if self.node_id is None:
                     self.connect()
-                busy = self.poll_once()
+                    next_pull = -float("inf")
+                busy = False
+                if self._monotonic() >= next_pull:
+                    busy = self.poll_once() > 0
+                    if busy:
+                        idle_pause = self.timing.poll_interval_s
+                        next_pull = -float("inf")
+                    else:
+                        next_pull = self._monotonic() + idle_pause
+                        idle_pause = min(self.timing.idle_poll_cap_s, idle_pause * 2)
+                else:
+                    self._heartbeat_if_due()
                 failures = 0
-                if wait(0 if busy else self.timing.poll_interval_s):
+                if wait(0 if busy else self._pause_until(next_pull)):
                     return
+            except FleetNodeNotRegistered:
+                raise  # no retry helps: the SuperLink's operator has to register this device's key
             except Exception as exc:
                 failures += 1
                 self.node_id = None
@@ -240,6 +283,8 @@ class FleetNode:
                     # SuperLink no longer knows this key (it restarted without its state): register it again.
                     with contextlib.suppress(FLClientError):
                         self._register()
+                    if self.fleet.operator_registers_keys:  # ... unless only its operator registers keys
+                        raise self.fleet.not_registered() from exc
                 delay = min(self.timing.max_backoff_s, 0.5 * 2 ** min(failures, 10))
                 delay *= 0.5 + 0.5 * self.fleet.rng.random()
                 self._log(
@@ -253,6 +298,19 @@ class FleetNode:
                 if wait(delay):
                     return
 
+    def _pause_until(self, next_pull: float) -> float:
+        """Seconds until the next pull or the next heartbeat, whichever is first."""
+        beat_due = self._last_heartbeat + self.timing.heartbeat_interval_s / 3
+        return max(0.0, min(next_pull, beat_due) - self._monotonic())
+
+    def _heartbeat_if_due(self) -> None:
+        assert self.node_id is not None
+        if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
+            if not self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s):
+                self.node_id = None
+                raise FleetUnavailable("SuperLink no longer considers this node active")
+            self._last_heartbeat = self._monotonic()
+
     def poll_once(self) -> int:
         """One pass; returns how many instructions were handled (0 = idle)."""
         if self.node_id is None:
@@ -263,11 +321,7 @@ class FleetNode:
         for pending in self.store.pending_instructions():
             self._process(pending)
             handled += 1
-        if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
-            if not self.fleet.heartbeat(self.node_id, self.timing.heartbeat_interval_s):
-                self.node_id = None
-                raise FleetUnavailable("SuperLink no longer considers this node active")
-            self._last_heartbeat = self._monotonic()
+        self._heartbeat_if_due()
         for pulled in self.fleet.pull_messages(self.node_id):
             if not self.store.add_instruction(
                 pulled.message_id,
@@ -369,7 +423,7 @@ class FleetNode:
         assert self.node_id is not None
         now = self._wall()
         ttl = ins.created_at + ins.ttl - now if ins.ttl > 0 else 3600.0
-        return pb.Metadata(
+        meta = pb.Metadata(
             run_id=ins.run_id,
             src_node_id=self.node_id,
             dst_node_id=_SUPERLINK_NODE_ID,
@@ -379,6 +433,11 @@ class FleetNode:
             created_at=now,
             ttl=max(ttl, 1.0),
         )
+        if ins.HasField("dst_task_id"):  # a reply swaps the task ids, as a SuperNode's reply does
+            meta.src_task_id = ins.dst_task_id
+        if ins.HasField("src_task_id"):
+            meta.dst_task_id = ins.src_task_id
+        return meta
 
     def _reply_error(self, pulled: PulledMessage, error: ErrorReply, started: float) -> None:
         """Answer with a Flower error whose reason is the protocol's error reply (kind, code, detail)."""

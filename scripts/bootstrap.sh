@@ -22,12 +22,12 @@ fi
 
 # Reinstall only when the dependency list changed.
 stamp=".venv/.flclient-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml scripts/flower-constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log=".venv/pip-install.log"
     echo "installing Python dependencies into .venv (log: $log)" >&2
     if ! { .venv/bin/python -m pip install --upgrade pip &&
-           .venv/bin/python -m pip install -e '.[dev]'; } >"$log" 2>&1; then
+           .venv/bin/python -m pip install -e '.[dev]' -c scripts/flower-constraints.txt; } >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         echo "error: installing the Python dependencies failed; the full log is $log" >&2
         exit 1

@@ -8,7 +8,13 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
-# The whole suite (no arguments) also runs the device-side tests on Python 3.10, the oldest Python claimed.
+# A full run (no arguments) also runs the device-side tests on Python 3.10, the oldest Python claimed, and the
+# other end of the supported Flower range (under a minute warm, about 90 s with a fresh venv).
 if [ "$#" -eq 0 ]; then
     bash scripts/test-py310.sh
+    if [ "${FLCLIENT_SKIP_FLOWER_RANGE:-0}" = "1" ]; then
+        echo "skipped scripts/test-flower-range.sh: FLCLIENT_SKIP_FLOWER_RANGE=1" >&2
+    else
+        bash scripts/test-flower-range.sh
+    fi
 fi

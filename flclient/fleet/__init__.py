@@ -3,10 +3,18 @@
 :class:`MemorySuperLink` is an in-memory SuperLink behind that seam, for testing devices without a network.
 
 The device never imports ``flwr``: the messages it needs are declared in ``_proto/flclient_fleet.proto`` with
-Flower's field numbers (flwr 1.41.0, see :data:`FLEET_PROTOCOL_VERSION`).
+Flower's field numbers (flwr 1.41 and 1.42, see :data:`FLOWER_RELEASES`).
 """
 
-from ._client import FLEET_PROTOCOL_VERSION, FleetClient, NodeKey, PulledMessage, RetryPolicy, TrafficCounter
+from ._client import (
+    FLEET_PROTOCOL_VERSION,
+    FLOWER_RELEASES,
+    FleetClient,
+    NodeKey,
+    PulledMessage,
+    RetryPolicy,
+    TrafficCounter,
+)
 from ._memory import MemorySuperLink, StoredReply
 from ._objects import (
     CHUNK_SIZE,
@@ -25,6 +33,7 @@ from ._transport import HttpxTransport, MockTransport, Transport, TransportError
 __all__ = [
     "CHUNK_SIZE",
     "FLEET_PROTOCOL_VERSION",
+    "FLOWER_RELEASES",
     "ArrayRecord",
     "ConfigRecord",
     "DecodeLimits",

@@ -1,16 +1,19 @@
-"""A Fleet API client: Flower's SuperLink <-> SuperNode protocol as protobuf over HTTP (flwr 1.41.0).
+"""A Fleet API client: Flower's SuperLink <-> SuperNode protocol as protobuf over HTTP (flwr 1.41 and 1.42).
 
 Every call is ``POST /v1/fleet/<name>`` with ``application/protobuf`` bodies and three headers that SuperLink
 checks even without node authentication: the node's public key, an ISO-8601 UTC timestamp and an ECDSA-SHA256
-signature over that timestamp. Transient failures (no answer, 429, 5xx) are retried with capped exponential
-backoff and full jitter; the clock, the sleep and the random generator are injected.
+signature over that timestamp. Like a SuperNode, the client also names its Flower runtime
+(``flwr-package-name`` / ``flwr-package-version`` / ``flwr-component-name``); the release it declares is
+``flower_version`` (set it to the SuperLink's release: SuperLink compares it with its own major.minor).
+Transient failures (no answer, 429, 5xx) are retried with capped exponential backoff and full jitter; the clock,
+the sleep and the random generator are injected.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +27,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from .._errors import (
     FleetAuthError,
+    FleetNodeNotRegistered,
     FleetProtocolError,
     FleetRunNotRunning,
     FleetUnavailable,
@@ -34,10 +38,26 @@ from ._objects import DecodeLimits, EncodedMessage, iter_tree_ids, object_id
 from ._proto import flclient_fleet_pb2 as pb
 from ._transport import Transport, TransportError, TransportResponse
 
-__all__ = ["FLEET_PROTOCOL_VERSION", "FleetClient", "NodeKey", "PulledMessage", "RetryPolicy", "TrafficCounter"]
+__all__ = [
+    "FLEET_PROTOCOL_VERSION",
+    "FLOWER_RELEASES",
+    "FleetClient",
+    "NodeKey",
+    "PulledMessage",
+    "RetryPolicy",
+    "TrafficCounter",
+]
+
+FLOWER_RELEASES = ("1.41", "1.42")
+"""The Flower minor releases whose SuperLink this client is tested against (CI runs the oldest and the newest)."""
 
 FLEET_PROTOCOL_VERSION = "flwr-1.41.0"
-"""The Flower release whose Fleet API this client speaks and is tested against."""
+"""The Flower release of the default test environment, and the one a device declares unless told otherwise."""
+
+_DEFAULT_FLOWER_VERSION = FLEET_PROTOCOL_VERSION.removeprefix("flwr-")
+# Flower's ApiErrorCode values that change what the device does (flwr/supercore/error/base.py)
+_CODE_RUNTIME_VERSION_INCOMPATIBLE = 1001
+_CODE_REGISTRATION_DISABLED = 2001  # --enable-supernode-auth: keys are registered by the operator only
 
 _CONTENT_TYPE = "application/protobuf"
 _R = TypeVar("_R", bound=ProtoMessage)
@@ -65,6 +85,11 @@ class NodeKey:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError("the node key must be an elliptic-curve private key")
         return cls(key)
+
+    def public_openssh(self) -> bytes:
+        """The public key in OpenSSH format (``ecdsa-sha2-nistp384 AAAA...``), what ``flwr supernode register``
+        reads to let this device in when SuperLink runs with ``--enable-supernode-auth``."""
+        return self._key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
     def to_pem(self) -> bytes:
         """The private key as unencrypted PKCS#8 PEM (keep it in the device's private state)."""
@@ -150,7 +175,13 @@ class PulledMessage:
 
 
 class _PreconditionFailed(FleetProtocolError):
-    """HTTP 412: register-node for a key SuperLink knows, activate-node for a node that is active already."""
+    """HTTP 412: register-node for a key SuperLink knows (or, with node authentication, for any key),
+    activate-node for a node that is active already or whose key SuperLink does not know.
+    ``code`` is Flower's error code from the JSON body, when there is one."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -177,6 +208,19 @@ class FleetClient(Resource):
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     traffic: TrafficCounter = field(default_factory=TrafficCounter)
+    flower_version: str = _DEFAULT_FLOWER_VERSION
+    operator_registers_keys: bool = field(default=False, init=False)
+    """Set once SuperLink said it runs with node authentication (keys registered by its operator only)."""
+
+    def __post_init__(self) -> None:
+        problem = flower_version_problem(self.flower_version)
+        if problem is not None:
+            raise ValueError(problem)
+        self._runtime_headers = {
+            "flwr-package-name": "flwr",
+            "flwr-package-version": self.flower_version,
+            "flwr-component-name": "SuperNode",
+        }
 
     # -- node lifecycle -------------------------------------------------------------------------------------
     def register(self) -> int:
@@ -188,23 +232,39 @@ class FleetClient(Resource):
 
     def ensure_registered(self) -> None:
         """Register the node's public key; a key SuperLink knows already (HTTP 412: a restart, or an earlier
-        answer that was lost) is what we want, not an error."""
-        with contextlib.suppress(_PreconditionFailed):
+        answer that was lost) is what we want, not an error. A SuperLink with node authentication registers no
+        key itself (HTTP 412, code 2001): :attr:`operator_registers_keys` is set and activation tells whether
+        its operator registered this one."""
+        try:
             self.register()
+        except _PreconditionFailed as exc:
+            if exc.code == _CODE_REGISTRATION_DISABLED:
+                self.operator_registers_keys = True
 
     def activate(self, heartbeat_interval_s: float, *, known_node_id: int | None = None) -> int:
         """Mark the node online (heartbeat interval within SuperLink's [10, 1800] s); returns its node id.
 
         With ``known_node_id`` (the id an earlier activation returned), an HTTP 412, the node still active from
-        before (a restart, a lost answer), returns that id instead of raising.
+        before (a restart, a lost answer), returns that id instead of raising. Without one, an HTTP 412 from a
+        SuperLink whose operator registers the keys (:attr:`operator_registers_keys`) means this key is not
+        among them: :class:`~flclient.FleetNodeNotRegistered`.
         """
         req = pb.ActivateNodeRequest(public_key=self.key.public_pem, heartbeat_interval=heartbeat_interval_s)
         try:
             return int(self._call("activate-node", req, pb.ActivateNodeResponse).node_id)
-        except _PreconditionFailed:
-            if known_node_id is None:
-                raise
-            return known_node_id
+        except _PreconditionFailed as exc:
+            if known_node_id is not None:
+                return known_node_id
+            if self.operator_registers_keys:
+                raise self.not_registered() from exc
+            raise
+
+    def not_registered(self) -> FleetNodeNotRegistered:
+        """The error for a key that a SuperLink with node authentication does not know."""
+        return FleetNodeNotRegistered(
+            "this device is not registered with the SuperLink (it runs with --enable-supernode-auth): export the "
+            "key with `flclient node-key export --config device.toml` and register it with `flwr supernode register`"
+        )
 
     def heartbeat(self, node_id: int, heartbeat_interval_s: float) -> bool:
         """Tell SuperLink the node is alive; ``False`` means SuperLink no longer considers it active."""
@@ -337,7 +397,12 @@ class FleetClient(Resource):
         body = request.SerializeToString()
         delays = self.retry.delays(self.rng)
         while True:
-            headers = {"Content-Type": _CONTENT_TYPE, "Accept": _CONTENT_TYPE, **self.key.auth_headers(self.clock())}
+            headers = {
+                "Content-Type": _CONTENT_TYPE,
+                "Accept": _CONTENT_TYPE,
+                **self._runtime_headers,
+                **self.key.auth_headers(self.clock()),
+            }
             self.traffic.bytes_up += len(body)
             failure: str
             try:
@@ -352,8 +417,14 @@ class FleetClient(Resource):
                     raise FleetAuthError(f"{name}: SuperLink refused the node's credentials (401{_detail(resp)})")
                 if resp.status == 403:
                     raise FleetRunNotRunning(f"{name}: the run is not running (403{_detail(resp)})")
+                code = _error_code(resp)
+                if code == _CODE_RUNTIME_VERSION_INCOMPATIBLE:
+                    raise FleetProtocolError(
+                        f"{name}: the SuperLink refused this device's Flower release {self.flower_version} "
+                        f"(tested: {FLOWER_RELEASES[0]}-{FLOWER_RELEASES[-1]}){_detail(resp)}"
+                    )
                 if resp.status == 412:
-                    raise _PreconditionFailed(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}")
+                    raise _PreconditionFailed(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}", code)
                 if resp.status != 429 and resp.status < 500:
                     raise FleetProtocolError(f"{name}: unexpected HTTP {resp.status}{_detail(resp)}")
                 failure = f"HTTP {resp.status}{_detail(resp)}"
@@ -362,6 +433,19 @@ class FleetClient(Resource):
                 raise FleetUnavailable(f"{name}: gave up after {self.retry.max_attempts} attempts; last: {failure}")
             self.traffic.retries += 1
             self.sleep(delay)
+
+
+def flower_version_problem(version: str) -> str | None:
+    """What is wrong with ``version`` as the Flower release a device declares, or ``None``."""
+    parts = version.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return f"flower_version must be a release like 1.42.0, got {version!r}"
+    if ".".join(parts[:2]) not in FLOWER_RELEASES:
+        return (
+            f"flower_version {version} is outside the tested Flower releases "
+            f"{FLOWER_RELEASES[0]}-{FLOWER_RELEASES[-1]}: use a SuperLink in that range"
+        )
+    return None
 
 
 def _parse(name: str, resp: TransportResponse, response_type: type[_R]) -> _R:
@@ -373,6 +457,18 @@ def _parse(name: str, resp: TransportResponse, response_type: type[_R]) -> _R:
     except DecodeError as exc:
         raise FleetProtocolError(f"{name}: the answer is not a valid {response_type.__name__} ({exc})") from exc
     return msg
+
+
+def _error_code(resp: TransportResponse) -> int | None:
+    """Flower's error code from a JSON error body (``{"code": 2004, "detail": ...}``), if there is one."""
+    if resp.status < 400 or not resp.content.startswith(b"{") or len(resp.content) > 4096:
+        return None
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def _detail(resp: TransportResponse) -> str:

@@ -20,7 +20,11 @@ process, without sockets or threads:
 Faults are scheduled per call: :meth:`MemorySuperLink.lose_answer` (the request takes effect, the answer never
 arrives) and :meth:`MemorySuperLink.fail` (the request is not handled: no answer, or an HTTP error status).
 
-Not modelled: pre-registered keys (``--enable-supernode-auth``), TLS, push-session expiry, the ServerApp side
+With ``supernode_auth=True`` (SuperLink's ``--enable-supernode-auth``) keys are registered only by the operator
+(:meth:`MemorySuperLink.register_key`, what ``flwr supernode register`` does): ``register-node`` is HTTP 412 with
+Flower's error code 2001, and ``activate-node`` of a key nobody registered is HTTP 412 with code 2004.
+
+Not modelled: TLS, push-session expiry, the ServerApp side
 (replies stay until the test reads them), ``get-run``/``get-fab``.
 
 Example::
@@ -73,11 +77,16 @@ _TTL_TOLERANCE_S = 0.1
 _MIN_CREATED_AT = 1740700800.0  # SuperLink rejects messages stamped before 2025-02-28
 
 
+_CODE_REGISTRATION_DISABLED = 2001  # Flower's ApiErrorCode.FLEET_SUPERNODE_REGISTRATION_DISABLED
+_CODE_ACTIVATION_FAILED = 2004  # Flower's ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED
+
+
 class _HttpError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, *, code: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.code = code
 
 
 @dataclass
@@ -127,8 +136,11 @@ class MemorySuperLink:
     (``(message id, why)`` of every reply refused).
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, first_node_id: int = 1001) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, first_node_id: int = 1001, supernode_auth: bool = False
+    ) -> None:
         self._clock = clock
+        self._supernode_auth = supernode_auth
         self._lock = threading.RLock()
         self._node_ids = itertools.count(first_node_id)
         self._session_ids = itertools.count(1)
@@ -177,6 +189,16 @@ class MemorySuperLink:
             metadata = message.message.metadata
             self._instructions[message.message_id] = _Instruction(pb.Message(metadata=metadata), message.tree)
         return message
+
+    def register_key(self, public_pem: bytes) -> int:
+        """Register a node's public key as the operator does (``flwr supernode register``); returns its node id."""
+        with self._lock:
+            known = self._node_by_key(public_pem)
+            if known is not None:
+                return known
+            node = _Node(next(self._node_ids), public_pem)
+            self._nodes[node.node_id] = node
+            return node.node_id
 
     def finish_run(self, run_id: int) -> None:
         """End run ``run_id``: its pulls, confirmations and pushes are answered HTTP 403 from now on."""
@@ -269,7 +291,7 @@ class MemorySuperLink:
                 self._authenticate(request, headers)
                 answer = TransportResponse(200, handler(self, request).SerializeToString(), _PROTOBUF)
             except _HttpError as exc:
-                answer = _error(exc.status, exc.detail)
+                answer = _error(exc.status, exc.detail, exc.code)
             if fault in self._lost:
                 self._lost.discard(fault)
                 raise TransportError(f"{name}: connection closed after the request was handled (lose_answer)")
@@ -312,6 +334,9 @@ class MemorySuperLink:
         return node.online_until is not None and self._clock() <= node.online_until
 
     def _register_node(self, req: pb.RegisterNodeFleetRequest) -> pb.RegisterNodeFleetResponse:
+        if self._supernode_auth:
+            detail = "SuperNode authentication is enabled. All SuperNodes must be registered via the CLI."
+            raise _HttpError(412, detail, code=_CODE_REGISTRATION_DISABLED)
         if self._node_by_key(req.public_key) is not None:
             raise _HttpError(412, "Public key already in use.")
         node = _Node(next(self._node_ids), req.public_key)
@@ -321,11 +346,11 @@ class MemorySuperLink:
     def _activate_node(self, req: pb.ActivateNodeRequest) -> pb.ActivateNodeResponse:
         node_id = self._node_by_key(req.public_key)
         if node_id is None:
-            raise _HttpError(412, "Failed to activate SuperNode: no SuperNode has this public key.")
+            raise _HttpError(412, "Failed to activate SuperNode.", code=_CODE_ACTIVATION_FAILED)
         _check_interval(req.heartbeat_interval)
         node = self._nodes[node_id]
         if self._online(node):
-            raise _HttpError(412, f"Failed to activate SuperNode: node {node_id} is online already.")
+            raise _HttpError(412, "Failed to activate SuperNode.", code=_CODE_ACTIVATION_FAILED)
         node.online_until = self._clock() + _HEARTBEAT_PATIENCE * req.heartbeat_interval
         return pb.ActivateNodeResponse(node_id=node_id)
 
@@ -471,8 +496,9 @@ def _check_interval(interval: float) -> None:
         raise _HttpError(400, f"Heartbeat interval {interval} is out of bounds [{low}, {high}].")
 
 
-def _error(status: int, detail: str) -> TransportResponse:
-    return TransportResponse(status, json.dumps({"detail": detail}).encode(), {"content-type": "application/json"})
+def _error(status: int, detail: str, code: int | None = None) -> TransportResponse:
+    body: dict[str, object] = {"detail": detail} if code is None else {"code": code, "detail": detail}
+    return TransportResponse(status, json.dumps(body).encode(), {"content-type": "application/json"})
 
 
 _Handler = Callable[[MemorySuperLink, Any], ProtoMessage]

@@ -13,16 +13,18 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalSuperLink", "free_port", "write_flower_app"]
+__all__ = ["LocalSuperLink", "SuperLinkTls", "free_port", "write_flower_app"]
 
 _APP_PYPROJECT = """\
 [build-system]
@@ -75,8 +77,21 @@ def write_flower_app(directory: Path, run_config: Mapping[str, object]) -> Path:
     return directory
 
 
+@dataclass(frozen=True, kw_only=True)
+class SuperLinkTls:
+    """The SuperLink's TLS files: its certificate (chain), its private key and the CA that issued it."""
+
+    certfile: Path
+    keyfile: Path
+    ca_certfile: Path
+
+
 class LocalSuperLink:
     """``flower-superlink --insecure`` on a free loopback port, with its own ``FLWR_HOME``.
+
+    With ``tls`` the SuperLink serves https (and the ``flwr`` commands trust ``tls.ca_certfile``); with
+    ``supernode_auth`` as well it runs with ``--enable-supernode-auth``: only keys registered with
+    :meth:`register_node_key` (``flwr supernode register``) may connect. Flower requires TLS for that.
 
     Example::
 
@@ -86,17 +101,29 @@ class LocalSuperLink:
     """
 
     def __init__(
-        self, home: Path, *, port: int | None = None, database: Path | None = None, bin_dir: Path | None = None
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        database: Path | None = None,
+        bin_dir: Path | None = None,
+        tls: SuperLinkTls | None = None,
+        supernode_auth: bool = False,
     ) -> None:
+        if supernode_auth and tls is None:
+            raise ValueError("supernode_auth needs tls: flower-superlink --enable-supernode-auth requires TLS")
         self.home = Path(home)
         self.port = port or free_port()
         self.database = database
         self.bin_dir = bin_dir or Path(sys.executable).parent
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.supernode_auth = supernode_auth
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.home.mkdir(parents=True, exist_ok=True)
+        transport = "insecure = true" if tls is None else f"root-certificates = {json.dumps(str(tls.ca_certfile))}"
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "local-http"\n\n'
-            f'[superlink.local-http]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'[superlink.local-http]\naddress = "127.0.0.1:{self.port}"\n{transport}\n'
         )
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.home / "superlink.log"
@@ -116,9 +143,22 @@ class LocalSuperLink:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start the SuperLink and wait until ``/health`` answers 200."""
+        if self.tls is None:
+            security = ["--insecure"]
+        else:
+            security = [
+                "--ssl-certfile",
+                str(self.tls.certfile),
+                "--ssl-keyfile",
+                str(self.tls.keyfile),
+                "--ssl-ca-certfile",
+                str(self.tls.ca_certfile),
+            ]
+        if self.supernode_auth:
+            security.append("--enable-supernode-auth")
         cmd = [
             str(self.bin_dir / "flower-superlink"),
-            "--insecure",
+            *security,
             "--host",
             "127.0.0.1",
             "--port",
@@ -134,13 +174,14 @@ class LocalSuperLink:
             cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True
         )
         log.close()
+        context = None if self.tls is None else ssl.create_default_context(cafile=str(self.tls.ca_certfile))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"flower-superlink exited with {self._proc.returncode}; see {self.log_path}")
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(f"{self.url}/health", timeout=1) as r,
+                urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as r,
             ):
                 if r.status == 200:
                     return
@@ -197,6 +238,10 @@ class LocalSuperLink:
                 f"flwr {' '.join(args[:1])} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}"
             )
         return r.stdout
+
+    def register_node_key(self, public_key: Path) -> None:
+        """Let a node's key in (``flwr supernode register``; the file is OpenSSH format, see ``flclient node-key``)."""
+        self._flwr("supernode", "register", str(public_key), "local-http")
 
     def submit(self, app_dir: Path, run_config: Mapping[str, object] | None = None) -> int:
         """Submit a run of the Flower app in ``app_dir``; returns the run id."""

@@ -32,6 +32,7 @@ FLCLIENT_PUBLIC = [
     "FeatureModule",
     "FleetAuthError",
     "FleetError",
+    "FleetNodeNotRegistered",
     "FleetProtocolError",
     "FleetRunNotRunning",
     "FleetUnavailable",

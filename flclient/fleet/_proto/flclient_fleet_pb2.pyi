@@ -36,6 +36,8 @@ class Metadata(_message.Message):
         "ttl",
         "message_type",
         "created_at",
+        "src_task_id",
+        "dst_task_id",
     )
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +48,8 @@ class Metadata(_message.Message):
     TTL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SRC_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: int
     message_id: str
     src_node_id: int
@@ -55,6 +59,8 @@ class Metadata(_message.Message):
     ttl: float
     message_type: str
     created_at: float
+    src_task_id: int
+    dst_task_id: int
     def __init__(
         self,
         run_id: _Optional[int] = ...,
@@ -66,6 +72,8 @@ class Metadata(_message.Message):
         ttl: _Optional[float] = ...,
         message_type: _Optional[str] = ...,
         created_at: _Optional[float] = ...,
+        src_task_id: _Optional[int] = ...,
+        dst_task_id: _Optional[int] = ...,
     ) -> None: ...
 
 class RecordDict(_message.Message):
