@@ -175,6 +175,8 @@ class FleetNode:
         self.node_id: int | None = None
         self._last_heartbeat = -float("inf")
         self._last_push: float | None = None
+        self._life_beats = False  # run() heartbeats from a thread for the node's whole active life
+        self._liveness_lost = False  # that thread heard SuperLink say the node is no longer active
 
     # -- connection --------------------------------------------------------------------------------------------
     def connect(self) -> int:
@@ -195,7 +197,11 @@ class FleetNode:
             node_id = self.fleet.activate(self.timing.heartbeat_interval_s)
         self.node_id = node_id
         self.store.set_meta("node_id", str(node_id).encode())
+        # An activation answered 412 (the node was still online from before) did not move SuperLink's offline
+        # deadline: refresh it now rather than a third of an interval later.
+        self.fleet.heartbeat(node_id, self.timing.heartbeat_interval_s)
         self._last_heartbeat = self._monotonic()
+        self._liveness_lost = False
         if self._on_connect is not None:
             self._on_connect(node_id)
         self._log({"event": "connected", "node_id": node_id})
@@ -223,7 +229,30 @@ class FleetNode:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def run(self, wait: Callable[[float], bool]) -> None:
-        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff."""
+        """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff.
+
+        One heartbeat thread runs for the whole loop, so that the node stays online while it fetches a task's
+        objects, trains, pushes the reply and lingers, not only while it trains: SuperLink answers the ServerApp
+        "Node Unavailable" for a node that missed two intervals, and refuses its reply after that.
+        """
+        interval = self.timing.heartbeat_interval_s
+        with BackgroundHeartbeats(self._life_beat, interval / 3, self._log, stop=self._heartbeat_stop()):
+            self._life_beats = True
+            try:
+                self._run(wait)
+            finally:
+                self._life_beats = False
+
+    def _life_beat(self) -> None:
+        node_id = self.node_id
+        if node_id is None:  # between connections: the loop activates again, which makes it online
+            return
+        if self.fleet.heartbeat(node_id, self.timing.heartbeat_interval_s):
+            self._last_heartbeat = self._monotonic()
+        else:
+            self._liveness_lost = True
+
+    def _run(self, wait: Callable[[float], bool]) -> None:
         failures = 0
         while True:
             try:
@@ -258,6 +287,9 @@ class FleetNode:
         if self.node_id is None:
             self.connect()
         assert self.node_id is not None
+        if self._liveness_lost:
+            self.node_id = None
+            raise FleetUnavailable("SuperLink no longer considers this node active (a heartbeat was refused)")
         self._flush_replies()
         handled = 0
         for pending in self.store.pending_instructions():
@@ -318,10 +350,16 @@ class FleetNode:
         decoded = self._perf()
         try:
             node_id, interval = self.node_id, self.timing.heartbeat_interval_s
-            with BackgroundHeartbeats(
-                lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log, stop=self._heartbeat_stop()
-            ):
+            if self._life_beats:  # run()'s heartbeat thread covers the task
                 outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
+            else:
+                with BackgroundHeartbeats(
+                    lambda: self.fleet.heartbeat(node_id, interval),
+                    interval / 3,
+                    self._log,
+                    stop=self._heartbeat_stop(),
+                ):
+                    outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
             declined = ErrorReply(kind="declined", code=exc.reason, detail=exc.detail, reasons=exc.reasons)
             self._reply_error(pulled, declined, started)
@@ -414,12 +452,23 @@ class FleetNode:
                 reply.objects,
             )
             before = self.fleet.traffic.bytes_up
+            repeat = self.store.note_push_attempt(reply.reply_to)
             try:
-                self.fleet.push_message(self.node_id, encoded, runtime_s=reply.runtime_s)
+                accepted = self.fleet.push_message(self.node_id, encoded, runtime_s=reply.runtime_s)
             except FleetRunNotRunning as exc:
                 self.store.mark_reply(reply.reply_to, "dropped")
                 self.store.bump("dropped.run-not-running")
                 self._log({"event": "reply-dropped", "reply_to": reply.reply_to[:16], "reason": str(exc)})
+                continue
+            if not accepted and not repeat:
+                # SuperLink stored nothing of a reply announced for the first time: it refused it (the node was
+                # declared offline and its instruction answered for, or the instruction expired). Sending it again
+                # cannot succeed; report it instead of recording it as pushed.
+                self.store.mark_reply(reply.reply_to, "dropped")
+                self.store.bump("dropped.refused")
+                self._log({"event": "reply-refused", "reply_to": reply.reply_to[:16]})
+                if self._telemetry is not None:
+                    self._telemetry.write({"ts": self._wall(), "event": "reply-refused", "reply_to": reply.reply_to})
                 continue
             self.store.mark_reply(reply.reply_to, "pushed")
             self.store.bump("replies")

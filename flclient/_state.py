@@ -246,6 +246,14 @@ class StateStore(SqliteFile):
             )
         return out
 
+    def note_push_attempt(self, reply_to: str) -> bool:
+        """Record that this reply is being announced; whether it was announced before (by this or an earlier run
+        of the node). A first announcement that SuperLink asks nothing of is a refusal, a later one a repeat."""
+        with self._tx() as db:
+            key = f"push-attempt:{reply_to}"
+            cur = db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, b"1"))
+            return cur.rowcount == 0
+
     def mark_reply(self, reply_to: str, state: str) -> None:
         """Mark a reply ``pushed`` (SuperLink stored it) or ``dropped``; its objects are freed."""
         if state not in ("pushed", "dropped"):
@@ -255,6 +263,7 @@ class StateStore(SqliteFile):
                 "UPDATE replies SET state = ?, updated_at = ? WHERE reply_to = ?", (state, self._clock(), reply_to)
             )
             db.execute("DELETE FROM reply_objects WHERE reply_to = ?", (reply_to,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"push-attempt:{reply_to}",))
 
     def reply_states(self) -> dict[str, str]:
         """Every reply's state by the instruction it answers (for inspection and tests)."""
