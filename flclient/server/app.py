@@ -258,7 +258,13 @@ class _Federation:
             refuse = partial(
                 self.trust.refuse, server_round=planned.number, version=self.version, run_id=self.grid.run.run_id
             )
-        decoded = decode_replies(collected.replies, training=not planned.evaluating, shared=self.shared, refuse=refuse)
+        decoded = decode_replies(
+            collected.replies,
+            training=not planned.evaluating,
+            shared=self.shared,
+            refuse=refuse,
+            node_of=collected.node_of,
+        )
         self.devices.update(decoded.devices)
         return decoded
 
@@ -345,6 +351,8 @@ class _Federation:
             decoded=decoded,
         )
         record.update(collected.to_record())
+        record["duplicates"] += collected.duplicates  # answers to a re-issued task's second copy
+        record["declines"] = decoded.declines
         return record
 
     # -- helpers -------------------------------------------------------------------------------------------------

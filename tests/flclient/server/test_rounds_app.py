@@ -102,7 +102,8 @@ def test_server_skips_the_round_and_keeps_the_model_below_min_replies(tmp_path: 
 
 def test_late_replies_are_discarded_and_counted(tmp_path: Path) -> None:
     grid = ReplyGrid([1, 2, 3], silent=frozenset({3}))
-    records = _run(tmp_path, grid, **{"num-server-rounds": 3, "min-replies": 1})
+    # reissue-after 0: this grid's silent node answers at the next push, which a re-issue would be
+    records = _run(tmp_path, grid, **{"num-server-rounds": 3, "min-replies": 1, "reissue-after": 0})
     rounds = [r for r in records if r["event"] == "round"]
     assert [r["replies"] for r in rounds] == [2, 2, 2]  # node 3's update never arrives in time
     assert [r["late"] for r in rounds] == [0, 1, 1]  # ... but arrives during the next round: counted, discarded
