@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from google.protobuf.message import DecodeError
+
 from ._errors import (
     FLClientError,
     FleetAuthError,
     FleetError,
-    FleetProtocolError,
     FleetRunNotRunning,
     FleetUnavailable,
-    ObjectIntegrityError,
     TaskDeclined,
 )
 from ._state import PendingInstruction, StateStore
@@ -133,6 +133,7 @@ class NodeTiming:
     poll_interval_s: float = 1.0
     reply_grace_s: float = 10.0
     max_backoff_s: float = 20.0
+    task_attempts: int = 3  # tries of a task failing with an OSError (data missing, disk full) before answering
 
 
 class FleetNode:
@@ -177,6 +178,7 @@ class FleetNode:
         self._last_push: float | None = None
         self._life_beats = False  # run() heartbeats from a thread for the node's whole active life
         self._liveness_lost = False  # that thread heard SuperLink say the node is no longer active
+        self._retry_at: dict[str, float] = {}  # instruction -> when a task that failed transiently runs again
 
     # -- connection --------------------------------------------------------------------------------------------
     def connect(self) -> int:
@@ -293,6 +295,9 @@ class FleetNode:
         self._flush_replies()
         handled = 0
         for pending in self.store.pending_instructions():
+            if self._retry_at.get(pending.message_id, -float("inf")) > self._monotonic():
+                continue  # a transient failure: its backoff has not passed yet
+            self._retry_at.pop(pending.message_id, None)
             self._process(pending)
             handled += 1
         if self._monotonic() - self._last_heartbeat >= self.timing.heartbeat_interval_s / 3:
@@ -318,7 +323,13 @@ class FleetNode:
     def _process(self, pending: PendingInstruction, pulled: PulledMessage | None = None) -> None:
         assert self.node_id is not None
         if pulled is None:
-            pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
+            try:
+                pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
+            except DecodeError as exc:  # a damaged row: nothing to answer to; never try it again
+                self.store.drop_instruction(pending.message_id, "undecodable-stored")
+                self.store.bump("dropped.undecodable-stored")
+                self._log({"event": "dropped", "message_id": pending.message_id[:16], "detail": str(exc)})
+                return
         meta = pulled.metadata
         started = self._perf()
         traffic_before = self.fleet.traffic.bytes_down
@@ -331,7 +342,9 @@ class FleetNode:
             except FleetRunNotRunning as exc:
                 self._drop(pulled, "run-not-running", str(exc))
                 return
-            except (ObjectIntegrityError, FleetProtocolError) as exc:
+            except (FleetUnavailable, FleetAuthError):
+                raise  # the connection, not the instruction: the loop reconnects and resumes it
+            except Exception as exc:  # ObjectIntegrityError, FleetProtocolError, whatever hostile content provokes
                 # Hostile or broken content: never run it; answer with an error so the ServerApp need not wait.
                 self.store.mark_received(pulled.message_id, {})
                 self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
@@ -344,7 +357,7 @@ class FleetNode:
         if content is None:  # resumed after a restart: decode what was stored when it was received
             try:
                 content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
-            except (ObjectIntegrityError, FleetProtocolError) as exc:
+            except Exception as exc:  # whatever it raises, it would raise again: answer it, never loop on it
                 self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
                 return
         decoded = self._perf()
@@ -366,6 +379,26 @@ class FleetNode:
             return
         except (FLClientError, ValueError, ArithmeticError) as exc:
             self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=str(exc)), started)
+            return
+        except Exception as exc:  # one task must never wedge the node: retry what may pass, answer the rest
+            attempts = self.store.note_attempt(pulled.message_id)
+            if isinstance(exc, OSError) and attempts < self.timing.task_attempts:
+                # a data file missing for now, a full disk: try again after a backoff, a few times
+                delay = min(self.timing.max_backoff_s, 2.0 ** (attempts - 1))
+                self._retry_at[pulled.message_id] = self._monotonic() + delay
+                self._log(
+                    {
+                        "event": "task-retry",
+                        "message_id": pulled.message_id[:16],
+                        "error": type(exc).__name__,
+                        "reason": str(exc),
+                        "attempt": attempts,
+                        "retry_in_s": delay,
+                    }
+                )
+                return
+            detail = f"{exc} (attempt {attempts})" if isinstance(exc, OSError) else str(exc)
+            self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=detail), started)
             return
         ran = self._perf()
         device_s = ran - started

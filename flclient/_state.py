@@ -175,6 +175,7 @@ class StateStore(SqliteFile):
                 (reason, self._clock(), message_id),
             )
             db.execute("DELETE FROM instruction_objects WHERE message_id = ?", (message_id,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"attempts:{message_id}",))
 
     def pending_instructions(self) -> list[PendingInstruction]:
         """Instructions in state ``pulled`` or ``received``, oldest first."""
@@ -224,6 +225,7 @@ class StateStore(SqliteFile):
                 (self._clock(), reply_to),
             )
             db.execute("DELETE FROM instruction_objects WHERE message_id = ?", (reply_to,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"attempts:{reply_to}",))
 
     def unsent_replies(self) -> list[PendingReply]:
         """Replies computed but not yet pushed, oldest first."""
@@ -245,6 +247,15 @@ class StateStore(SqliteFile):
                 )
             )
         return out
+
+    def note_attempt(self, message_id: str) -> int:
+        """Count one more try of an instruction's task (kept across restarts); returns the count so far."""
+        key = f"attempts:{message_id}"
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            count = (int(bytes(row[0])) if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(count).encode()))
+            return count
 
     def note_push_attempt(self, reply_to: str) -> bool:
         """Record that this reply is being announced; whether it was announced before (by this or an earlier run
