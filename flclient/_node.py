@@ -43,15 +43,30 @@ LogFn = Callable[[dict[str, Any]], None]
 
 
 class TelemetryLog:
-    """Per-round telemetry as JSON lines; each record is one ``write`` of a whole line (O_APPEND)."""
+    """Per-round telemetry as JSON lines; each record is one ``write`` of a whole line (O_APPEND).
 
-    def __init__(self, path: Path) -> None:
+    Bounded: once the file reaches ``max_bytes`` it becomes ``<name>.1`` (replacing the older one) and a new file
+    starts, so the log never holds much more than twice ``max_bytes``.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 1 << 20) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.path = path
+        self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def rotated_path(self) -> Path:
+        """Where the previous file goes when the current one is full."""
+        return self.path.with_name(self.path.name + ".1")
+
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
+        """Append one record (rotating first when the file is full)."""
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.stat().st_size + len(line) > self.max_bytes:
+                os.replace(self.path, self.rotated_path)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -59,15 +74,16 @@ class TelemetryLog:
             os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete record (a torn last line from a crash is skipped)."""
-        if not self.path.exists():
-            return []
+        """Every complete record kept, oldest first (a torn last line from a crash is skipped)."""
         out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
+        for path in (self.rotated_path, self.path):
+            if not path.exists():
                 continue
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
         return out
 
 
@@ -133,6 +149,7 @@ class NodeTiming:
     poll_interval_s: float = 1.0
     reply_grace_s: float = 10.0
     max_backoff_s: float = 20.0
+    keep_rows: int = 256  # answered instructions and sent replies remembered (older rows are pruned)
     task_attempts: int = 3  # tries of a task failing with an OSError (data missing, disk full) before answering
 
 
@@ -317,6 +334,8 @@ class FleetNode:
             self.store.bump("instructions")
             pending = PendingInstruction(pulled.message_id, pulled.metadata.run_id, b"", b"", "pulled", {})
             self._process(pending, pulled)
+        if handled:
+            self.store.prune(keep=self.timing.keep_rows)
         return handled
 
     # -- one instruction ---------------------------------------------------------------------------------------

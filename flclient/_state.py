@@ -280,6 +280,41 @@ class StateStore(SqliteFile):
         """Every reply's state by the instruction it answers (for inspection and tests)."""
         return {str(r): str(s) for r, s in self._query("SELECT reply_to, state FROM replies")}
 
+    # -- bounded size -----------------------------------------------------------------------------------------------
+    def prune(self, *, keep: int = 256) -> int:
+        """Delete answered instructions and pushed/dropped replies beyond the newest ``keep`` of each (their
+        content is freed already; the rows only remember ids, so that an instruction SuperLink hands out again
+        soon is recognised). Unanswered instructions and unsent replies are never touched. Returns rows deleted."""
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM replies WHERE state IN ('pushed', 'dropped') AND rowid NOT IN "
+                "(SELECT rowid FROM replies WHERE state IN ('pushed', 'dropped') "
+                "ORDER BY updated_at DESC, rowid DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+            gone += db.execute(
+                "DELETE FROM instructions WHERE state IN ('replied', 'dropped') "
+                "AND message_id NOT IN (SELECT reply_to FROM replies) AND rowid NOT IN "
+                "(SELECT rowid FROM instructions WHERE state IN ('replied', 'dropped') "
+                "ORDER BY updated_at DESC, rowid DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM meta WHERE (key LIKE 'attempts:%' OR key LIKE 'push-attempt:%') AND substr(key, "
+                "instr(key, ':') + 1) NOT IN (SELECT message_id FROM instructions WHERE state IN ('pulled', "
+                "'received') UNION SELECT reply_to FROM replies WHERE state = 'computed')"
+            )
+            return gone
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table (for inspection and tests)."""
+        return {
+            t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0])
+            for t in ("instructions", "instruction_objects", "replies", "reply_objects", "meta")
+        }
+
     # -- counters ---------------------------------------------------------------------------------------------------
     def bump(self, name: str, by: int = 1) -> None:
         """Add ``by`` to a counter."""
