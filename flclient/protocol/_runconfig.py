@@ -597,6 +597,15 @@ class RunConfig:
             "Resume (or roll back) from this model version and the optimiser state saved with it; 0: a new model.",
         ),
     )
+    resume: bool = field(
+        default=False,
+        metadata=_HISTORY(
+            "resume",
+            _BOOL,
+            "Continue a run that ended early (its SuperLink restarted): from the last round recorded in "
+            "`<history-dir>/progress.json`, with the model version and optimiser state it reached.",
+        ),
+    )
     model_signing_key: Path | None = field(
         default=None,
         metadata=_TRUST(
