@@ -44,6 +44,7 @@ exclude each other; with neither, the program passes its own data source (``Clie
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,9 +113,10 @@ class DeviceConfig:
             raise DeviceConfigError(
                 f"superlink.heartbeat_interval_s must be within [10, 1800] s, got {self.heartbeat_interval_s}"
             )
-        for name in ("poll_interval_s", "request_timeout_s", "max_backoff_s"):
-            if not getattr(self, name) > 0:
-                raise DeviceConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, hi in _INTERVALS.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= hi):  # inf or nan would make the loop spin or hang
+                raise DeviceConfigError(f"{name} must be a finite number of seconds in (0, {hi:g}], got {value}")
         if self.device_class is not None and not (
             0 < len(self.device_class) <= 64 and all(c.isalnum() or c in "._-" for c in self.device_class)
         ):
@@ -129,8 +131,11 @@ class DeviceConfig:
             problem = flower_version_problem(self.flower_version)
             if problem is not None:
                 raise DeviceConfigError(f"superlink.{problem}")
-        if self.reply_grace_s < 0:
-            raise DeviceConfigError(f"device.reply_grace_s must not be negative, got {self.reply_grace_s}")
+        if not (math.isfinite(self.reply_grace_s) and 0 <= self.reply_grace_s <= _MAX_GRACE_S):
+            raise DeviceConfigError(
+                f"device.reply_grace_s must be a finite number of seconds in [0, {_MAX_GRACE_S:g}], "
+                f"got {self.reply_grace_s}"
+            )
         if self.data is not None and self.example_store is not None:
             raise DeviceConfigError(
                 "device.data and a [data] table both say where the examples are: keep one "
@@ -153,16 +158,37 @@ class DeviceConfig:
         return self.telemetry_log or self.state_dir / "telemetry.jsonl"
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> DeviceConfig:
-        """Load and validate a configuration file; every mistake is one :class:`~flclient.DeviceConfigError`."""
+    def from_toml(cls, path: str | Path, *, check_paths: bool = True) -> DeviceConfig:
+        """Load and validate a configuration file; every mistake is one :class:`~flclient.DeviceConfigError`.
+
+        ``check_paths=False`` skips :meth:`check_paths` (for commands that read no data, e.g. enrolling the key)."""
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise DeviceConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise DeviceConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
         except tomllib.TOMLDecodeError as exc:
             raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from exc
-        return cls.from_mapping(raw, base_dir=path.parent)
+        except RecursionError:
+            raise DeviceConfigError(f"{path} nests tables or arrays too deeply to be a device configuration") from None
+        config = cls.from_mapping(raw, base_dir=path.parent)
+        if check_paths:
+            config.check_paths()
+        return config
+
+    def check_paths(self) -> None:
+        """The files the device reads exist (the data and every feature module) and ``state_dir`` is (or can
+        become) a directory; called for a configuration file at load, so a typo fails at startup in one line."""
+        if self.data is not None and not self.data.is_file():
+            raise DeviceConfigError(f"device.data: {self.data} is not a file; fix the path or create the data")
+        for module in self.feature_modules:
+            if not module.is_file():
+                raise DeviceConfigError(f"device.feature_modules: {module} is not a file; fix the path")
+        existing = next((p for p in (self.state_dir, *self.state_dir.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise DeviceConfigError(f"device.state_dir: {existing} exists and is not a directory")
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, base_dir: Path) -> DeviceConfig:
@@ -243,6 +269,9 @@ class DeviceConfig:
             **numbers,  # type: ignore[arg-type]
         )
 
+
+_INTERVALS = {"poll_interval_s": 3600.0, "request_timeout_s": 3600.0, "max_backoff_s": 3600.0}
+_MAX_GRACE_S = 3600.0
 
 _TABLES = ("superlink", "device", "data", "gate", "privacy", "artifacts", "tls", "signatures")
 

@@ -72,7 +72,7 @@ def device_public_key(config: DeviceConfig) -> bytes:
 
 
 def _cmd_node_key(args: argparse.Namespace) -> int:
-    public = device_public_key(DeviceConfig.from_toml(args.config))
+    public = device_public_key(DeviceConfig.from_toml(args.config, check_paths=False))  # before any data exists
     if args.action == "show":
         sys.stdout.write(public.decode("ascii") + "\n")
         return 0

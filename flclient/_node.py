@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from google.protobuf.message import DecodeError
+
 from ._errors import (
     FLClientError,
     FleetAuthError,
     FleetError,
     FleetNodeNotRegistered,
-    FleetProtocolError,
     FleetRunNotRunning,
     FleetUnavailable,
-    ObjectIntegrityError,
     TaskDeclined,
 )
 from ._state import PendingInstruction, StateStore
@@ -44,15 +44,30 @@ LogFn = Callable[[dict[str, Any]], None]
 
 
 class TelemetryLog:
-    """Per-round telemetry as JSON lines; each record is one ``write`` of a whole line (O_APPEND)."""
+    """Per-round telemetry as JSON lines; each record is one ``write`` of a whole line (O_APPEND).
 
-    def __init__(self, path: Path) -> None:
+    Bounded: once the file reaches ``max_bytes`` it becomes ``<name>.1`` (replacing the older one) and a new file
+    starts, so the log never holds much more than twice ``max_bytes``.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 1 << 20) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.path = path
+        self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def rotated_path(self) -> Path:
+        """Where the previous file goes when the current one is full."""
+        return self.path.with_name(self.path.name + ".1")
+
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
+        """Append one record (rotating first when the file is full)."""
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.stat().st_size + len(line) > self.max_bytes:
+                os.replace(self.path, self.rotated_path)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -60,15 +75,16 @@ class TelemetryLog:
             os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete record (a torn last line from a crash is skipped)."""
-        if not self.path.exists():
-            return []
+        """Every complete record kept, oldest first (a torn last line from a crash is skipped)."""
         out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
+        for path in (self.rotated_path, self.path):
+            if not path.exists():
                 continue
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
         return out
 
 
@@ -140,6 +156,8 @@ class NodeTiming:
     reply_grace_s: float = 10.0
     max_backoff_s: float = 20.0
     idle_poll_max_s: float | None = None
+    keep_rows: int = 256  # answered instructions and sent replies remembered (older rows are pruned)
+    task_attempts: int = 3  # tries of a task failing with an OSError (data missing, disk full) before answering
 
     def __post_init__(self) -> None:
         if not self.poll_interval_s > 0:
@@ -196,6 +214,9 @@ class FleetNode:
         self.node_id: int | None = None
         self._last_heartbeat = -float("inf")
         self._last_push: float | None = None
+        self._life_beats = False  # run() heartbeats from a thread for the node's whole active life
+        self._liveness_lost = False  # that thread heard SuperLink say the node is no longer active
+        self._retry_at: dict[str, float] = {}  # instruction -> when a task that failed transiently runs again
 
     # -- connection --------------------------------------------------------------------------------------------
     def connect(self) -> int:
@@ -218,7 +239,11 @@ class FleetNode:
             node_id = self.fleet.activate(self.timing.heartbeat_interval_s)
         self.node_id = node_id
         self.store.set_meta("node_id", str(node_id).encode())
+        # An activation answered 412 (the node was still online from before) did not move SuperLink's offline
+        # deadline: refresh it now rather than a third of an interval later.
+        self.fleet.heartbeat(node_id, self.timing.heartbeat_interval_s)
         self._last_heartbeat = self._monotonic()
+        self._liveness_lost = False
         if self._on_connect is not None:
             self._on_connect(node_id)
         self._log({"event": "connected", "node_id": node_id})
@@ -249,9 +274,29 @@ class FleetNode:
     def run(self, wait: Callable[[float], bool]) -> None:
         """Take part in rounds until ``wait`` says stop; reconnect forever with capped backoff.
 
-        Polling is fast while a round is in progress and backs off while idle (see :class:`NodeTiming`); between
-        two idle pulls the loop still wakes for each heartbeat that falls due.
+        Polling is fast while a round is in progress and backs off while idle (see :class:`NodeTiming`). One
+        heartbeat thread runs for the whole loop, so that the node stays online while it fetches a task's objects,
+        trains, pushes the reply and lingers, not only while it trains: SuperLink answers the ServerApp "Node
+        Unavailable" for a node that missed two intervals, and refuses its reply after that.
         """
+        interval = self.timing.heartbeat_interval_s
+        with BackgroundHeartbeats(self._life_beat, interval / 3, self._log, stop=self._heartbeat_stop()):
+            self._life_beats = True
+            try:
+                self._run(wait)
+            finally:
+                self._life_beats = False
+
+    def _life_beat(self) -> None:
+        node_id = self.node_id
+        if node_id is None:  # between connections: the loop activates again, which makes it online
+            return
+        if self.fleet.heartbeat(node_id, self.timing.heartbeat_interval_s):
+            self._last_heartbeat = self._monotonic()
+        else:
+            self._liveness_lost = True
+
+    def _run(self, wait: Callable[[float], bool]) -> None:
         failures = 0
         idle_pause = self.timing.poll_interval_s
         next_pull = -float("inf")
@@ -316,9 +361,15 @@ class FleetNode:
         if self.node_id is None:
             self.connect()
         assert self.node_id is not None
+        if self._liveness_lost:
+            self.node_id = None
+            raise FleetUnavailable("SuperLink no longer considers this node active (a heartbeat was refused)")
         self._flush_replies()
         handled = 0
         for pending in self.store.pending_instructions():
+            if self._retry_at.get(pending.message_id, -float("inf")) > self._monotonic():
+                continue  # a transient failure: its backoff has not passed yet
+            self._retry_at.pop(pending.message_id, None)
             self._process(pending)
             handled += 1
         self._heartbeat_if_due()
@@ -334,13 +385,21 @@ class FleetNode:
             self.store.bump("instructions")
             pending = PendingInstruction(pulled.message_id, pulled.metadata.run_id, b"", b"", "pulled", {})
             self._process(pending, pulled)
+        if handled:
+            self.store.prune(keep=self.timing.keep_rows)
         return handled
 
     # -- one instruction ---------------------------------------------------------------------------------------
     def _process(self, pending: PendingInstruction, pulled: PulledMessage | None = None) -> None:
         assert self.node_id is not None
         if pulled is None:
-            pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
+            try:
+                pulled = PulledMessage(pb.Metadata.FromString(pending.metadata), pb.ObjectTree.FromString(pending.tree))
+            except DecodeError as exc:  # a damaged row: nothing to answer to; never try it again
+                self.store.drop_instruction(pending.message_id, "undecodable-stored")
+                self.store.bump("dropped.undecodable-stored")
+                self._log({"event": "dropped", "message_id": pending.message_id[:16], "detail": str(exc)})
+                return
         meta = pulled.metadata
         started = self._perf()
         traffic_before = self.fleet.traffic.bytes_down
@@ -353,7 +412,9 @@ class FleetNode:
             except FleetRunNotRunning as exc:
                 self._drop(pulled, "run-not-running", str(exc))
                 return
-            except (ObjectIntegrityError, FleetProtocolError) as exc:
+            except (FleetUnavailable, FleetAuthError):
+                raise  # the connection, not the instruction: the loop reconnects and resumes it
+            except Exception as exc:  # ObjectIntegrityError, FleetProtocolError, whatever hostile content provokes
                 # Hostile or broken content: never run it; answer with an error so the ServerApp need not wait.
                 self.store.mark_received(pulled.message_id, {})
                 self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
@@ -366,22 +427,48 @@ class FleetNode:
         if content is None:  # resumed after a restart: decode what was stored when it was received
             try:
                 content = decode_content(pulled.message_id, objects, self.fleet.limits) or {}
-            except (ObjectIntegrityError, FleetProtocolError) as exc:
+            except Exception as exc:  # whatever it raises, it would raise again: answer it, never loop on it
                 self._reply_error(pulled, ErrorReply(kind="rejected", code=Code.UNDECODABLE, detail=str(exc)), started)
                 return
         decoded = self._perf()
         try:
             node_id, interval = self.node_id, self.timing.heartbeat_interval_s
-            with BackgroundHeartbeats(
-                lambda: self.fleet.heartbeat(node_id, interval), interval / 3, self._log, stop=self._heartbeat_stop()
-            ):
+            if self._life_beats:  # run()'s heartbeat thread covers the task
                 outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
+            else:
+                with BackgroundHeartbeats(
+                    lambda: self.fleet.heartbeat(node_id, interval),
+                    interval / 3,
+                    self._log,
+                    stop=self._heartbeat_stop(),
+                ):
+                    outcome = self.executor.run(meta.message_type, content, message_id=pulled.message_id)
         except TaskDeclined as exc:
             declined = ErrorReply(kind="declined", code=exc.reason, detail=exc.detail, reasons=exc.reasons)
             self._reply_error(pulled, declined, started)
             return
         except (FLClientError, ValueError, ArithmeticError) as exc:
             self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=str(exc)), started)
+            return
+        except Exception as exc:  # one task must never wedge the node: retry what may pass, answer the rest
+            attempts = self.store.note_attempt(pulled.message_id)
+            if isinstance(exc, OSError) and attempts < self.timing.task_attempts:
+                # a data file missing for now, a full disk: try again after a backoff, a few times
+                delay = min(self.timing.max_backoff_s, 2.0 ** (attempts - 1))
+                self._retry_at[pulled.message_id] = self._monotonic() + delay
+                self._log(
+                    {
+                        "event": "task-retry",
+                        "message_id": pulled.message_id[:16],
+                        "error": type(exc).__name__,
+                        "reason": str(exc),
+                        "attempt": attempts,
+                        "retry_in_s": delay,
+                    }
+                )
+                return
+            detail = f"{exc} (attempt {attempts})" if isinstance(exc, OSError) else str(exc)
+            self._reply_error(pulled, ErrorReply(kind="failed", code=type(exc).__name__, detail=detail), started)
             return
         ran = self._perf()
         device_s = ran - started
@@ -473,12 +560,23 @@ class FleetNode:
                 reply.objects,
             )
             before = self.fleet.traffic.bytes_up
+            repeat = self.store.note_push_attempt(reply.reply_to)
             try:
-                self.fleet.push_message(self.node_id, encoded, runtime_s=reply.runtime_s)
+                accepted = self.fleet.push_message(self.node_id, encoded, runtime_s=reply.runtime_s)
             except FleetRunNotRunning as exc:
                 self.store.mark_reply(reply.reply_to, "dropped")
                 self.store.bump("dropped.run-not-running")
                 self._log({"event": "reply-dropped", "reply_to": reply.reply_to[:16], "reason": str(exc)})
+                continue
+            if not accepted and not repeat:
+                # SuperLink stored nothing of a reply announced for the first time: it refused it (the node was
+                # declared offline and its instruction answered for, or the instruction expired). Sending it again
+                # cannot succeed; report it instead of recording it as pushed.
+                self.store.mark_reply(reply.reply_to, "dropped")
+                self.store.bump("dropped.refused")
+                self._log({"event": "reply-refused", "reply_to": reply.reply_to[:16]})
+                if self._telemetry is not None:
+                    self._telemetry.write({"ts": self._wall(), "event": "reply-refused", "reply_to": reply.reply_to})
                 continue
             self.store.mark_reply(reply.reply_to, "pushed")
             self.store.bump("replies")

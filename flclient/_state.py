@@ -175,6 +175,7 @@ class StateStore(SqliteFile):
                 (reason, self._clock(), message_id),
             )
             db.execute("DELETE FROM instruction_objects WHERE message_id = ?", (message_id,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"attempts:{message_id}",))
 
     def pending_instructions(self) -> list[PendingInstruction]:
         """Instructions in state ``pulled`` or ``received``, oldest first."""
@@ -224,6 +225,7 @@ class StateStore(SqliteFile):
                 (self._clock(), reply_to),
             )
             db.execute("DELETE FROM instruction_objects WHERE message_id = ?", (reply_to,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"attempts:{reply_to}",))
 
     def unsent_replies(self) -> list[PendingReply]:
         """Replies computed but not yet pushed, oldest first."""
@@ -246,6 +248,23 @@ class StateStore(SqliteFile):
             )
         return out
 
+    def note_attempt(self, message_id: str) -> int:
+        """Count one more try of an instruction's task (kept across restarts); returns the count so far."""
+        key = f"attempts:{message_id}"
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            count = (int(bytes(row[0])) if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(count).encode()))
+            return count
+
+    def note_push_attempt(self, reply_to: str) -> bool:
+        """Record that this reply is being announced; whether it was announced before (by this or an earlier run
+        of the node). A first announcement that SuperLink asks nothing of is a refusal, a later one a repeat."""
+        with self._tx() as db:
+            key = f"push-attempt:{reply_to}"
+            cur = db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, b"1"))
+            return cur.rowcount == 0
+
     def mark_reply(self, reply_to: str, state: str) -> None:
         """Mark a reply ``pushed`` (SuperLink stored it) or ``dropped``; its objects are freed."""
         if state not in ("pushed", "dropped"):
@@ -255,10 +274,46 @@ class StateStore(SqliteFile):
                 "UPDATE replies SET state = ?, updated_at = ? WHERE reply_to = ?", (state, self._clock(), reply_to)
             )
             db.execute("DELETE FROM reply_objects WHERE reply_to = ?", (reply_to,))
+            db.execute("DELETE FROM meta WHERE key = ?", (f"push-attempt:{reply_to}",))
 
     def reply_states(self) -> dict[str, str]:
         """Every reply's state by the instruction it answers (for inspection and tests)."""
         return {str(r): str(s) for r, s in self._query("SELECT reply_to, state FROM replies")}
+
+    # -- bounded size -----------------------------------------------------------------------------------------------
+    def prune(self, *, keep: int = 256) -> int:
+        """Delete answered instructions and pushed/dropped replies beyond the newest ``keep`` of each (their
+        content is freed already; the rows only remember ids, so that an instruction SuperLink hands out again
+        soon is recognised). Unanswered instructions and unsent replies are never touched. Returns rows deleted."""
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        with self._tx() as db:
+            gone = db.execute(
+                "DELETE FROM replies WHERE state IN ('pushed', 'dropped') AND rowid NOT IN "
+                "(SELECT rowid FROM replies WHERE state IN ('pushed', 'dropped') "
+                "ORDER BY updated_at DESC, rowid DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+            gone += db.execute(
+                "DELETE FROM instructions WHERE state IN ('replied', 'dropped') "
+                "AND message_id NOT IN (SELECT reply_to FROM replies) AND rowid NOT IN "
+                "(SELECT rowid FROM instructions WHERE state IN ('replied', 'dropped') "
+                "ORDER BY updated_at DESC, rowid DESC LIMIT ?)",
+                (keep,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM meta WHERE (key LIKE 'attempts:%' OR key LIKE 'push-attempt:%') AND substr(key, "
+                "instr(key, ':') + 1) NOT IN (SELECT message_id FROM instructions WHERE state IN ('pulled', "
+                "'received') UNION SELECT reply_to FROM replies WHERE state = 'computed')"
+            )
+            return gone
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table (for inspection and tests)."""
+        return {
+            t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0])
+            for t in ("instructions", "instruction_objects", "replies", "reply_objects", "meta")
+        }
 
     # -- counters ---------------------------------------------------------------------------------------------------
     def bump(self, name: str, by: int = 1) -> None:

@@ -343,8 +343,12 @@ class FleetClient(Resource):
         self._call("confirm-message-received", req, pb.ConfirmMessageReceivedResponse)
 
     # -- replies ---------------------------------------------------------------------------------------------
-    def push_message(self, node_id: int, message: EncodedMessage, *, runtime_s: float | None = None) -> None:
+    def push_message(self, node_id: int, message: EncodedMessage, *, runtime_s: float | None = None) -> bool:
         """Push a reply: announce it, then push the objects SuperLink asks for.
+
+        Returns ``False`` when SuperLink asked for no object and stored none: it refused the reply (its node was
+        declared offline and the instruction answered "Node Unavailable", or it expired), or this repeats a reply
+        it holds completely already. Only the caller knows whether it announced this reply before.
 
         Answers get lost after SuperLink acted on a request, so both steps are written to be repeated:
 
@@ -372,10 +376,12 @@ class FleetClient(Resource):
             for oid in r.objects_to_push:
                 if not self._push_object(node_id, run_id, oid, message.objects[oid], r.session_id):
                     self._push_object(node_id, run_id, oid, message.objects[oid], "")
-        else:
-            for oid in iter_tree_ids(message.tree):
-                if oid in message.objects:
-                    self._push_object(node_id, run_id, oid, message.objects[oid], "")
+            return True
+        stored = False
+        for oid in iter_tree_ids(message.tree):
+            if oid in message.objects:
+                stored = self._push_object(node_id, run_id, oid, message.objects[oid], "") or stored
+        return stored
 
     def _push_object(self, node_id: int, run_id: int, oid: str, content: bytes, session_id: str) -> bool:
         pushed = pb.PushObjectRequest(

@@ -319,6 +319,15 @@ class RunConfig:
     round_poll_s: float = field(
         default=0.5, metadata=_ROUNDS("round-poll-s", _float(0, lo_open=True), "How often a round pulls replies.")
     )
+    reissue_after: float = field(
+        default=0.5,
+        metadata=_ROUNDS(
+            "reissue-after",
+            _float(0, 1, hi_open=True),
+            "Send a task once more to a node still online that has not answered after this fraction of the round "
+            "deadline (its pull answer may have been lost); 0: never.",
+        ),
+    )
     eval_target: int = field(
         default=0,
         metadata=_ROUNDS(
@@ -589,6 +598,15 @@ class RunConfig:
             "start-version",
             _int(0),
             "Resume (or roll back) from this model version and the optimiser state saved with it; 0: a new model.",
+        ),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=_HISTORY(
+            "resume",
+            _BOOL,
+            "Continue a run that ended early (its SuperLink restarted): from the last round recorded in "
+            "`<history-dir>/progress.json`, with the model version and optimiser state it reached.",
         ),
     )
     model_signing_key: Path | None = field(

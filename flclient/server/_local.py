@@ -70,7 +70,9 @@ def write_flower_app(directory: Path, run_config: Mapping[str, object]) -> Path:
     """Write a Flower app (pyproject + module) whose ServerApp is :data:`flclient.server.app.app`."""
     directory.mkdir(parents=True, exist_ok=True)
     lines = []
-    for key, value in run_config.items():
+    # Flower accepts run-config overrides only for keys the app declares: declare `resume` (off) so that
+    # LocalSuperLink.run_to_completion can resume a run of any app written here.
+    for key, value in {"resume": False, **run_config}.items():
         lines.append(f"{key} = {json.dumps(value)}")
     (directory / "pyproject.toml").write_text(_APP_PYPROJECT.format(config="\n".join(lines)))
     (directory / "flclient_app.py").write_text(_APP_MODULE)
@@ -269,6 +271,38 @@ class LocalSuperLink:
                 return status
             time.sleep(poll_s)
         raise TimeoutError(f"run {run_id} did not finish in {timeout_s} s")
+
+    def run_to_completion(
+        self,
+        app_dir: Path,
+        run_config: Mapping[str, object] | None = None,
+        *,
+        timeout_s: float,
+        max_resumes: int = 5,
+        poll_s: float = 1.0,
+    ) -> tuple[list[int], str]:
+        """Run the app until a run of it finishes ``completed``, without an operator: a run that ends
+        ``finished:failed`` (SuperLink restarted under it: SuperLink fails the runs it finds in progress) is
+        submitted again with ``resume = true``, which continues from its last recorded round. SuperLink being
+        unreachable meanwhile (restarting) is waited out. Returns every run id and the last status."""
+        deadline = time.monotonic() + timeout_s
+        cfg = dict(run_config or {})
+        run_ids: list[int] = []
+        status, submit = "unsubmitted", True
+        while time.monotonic() < deadline:
+            try:
+                if submit:
+                    run_ids.append(self.submit(app_dir, {**cfg, "resume": True} if run_ids else cfg or None))
+                    submit = False
+                status = self.status(run_ids[-1])
+            except (RuntimeError, subprocess.TimeoutExpired):
+                status = "unreachable"  # SuperLink is down or restarting: ask again
+            if status == "finished:failed" and len(run_ids) <= max_resumes:
+                submit = True
+            elif status.startswith("finished"):
+                return run_ids, status
+            time.sleep(poll_s)
+        raise TimeoutError(f"runs {run_ids} did not complete in {timeout_s} s (last status {status})")
 
     def logs(self, run_id: int) -> str:
         """The ServerApp's log of a run (as ``flwr log`` prints it)."""

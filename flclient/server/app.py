@@ -23,6 +23,8 @@ SecAgg+'s four exchanges (:mod:`flclient.server._secagg`).
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -89,7 +91,16 @@ class _Federation:
         self.dp_rates: list[float] = []  # the sampling rate of every noised round so far
         self._dp_rng = np.random.default_rng(secrets.randbits(128))  # the server's noise: never a fixed seed
         self._secagg_tag = secrets.token_hex(8)  # SecAgg round ids must never repeat on a device, across runs too
-        if run.start_version:
+        self.progress_path = run.history_dir / "progress.json"
+        self.done_steps = 0  # schedule steps completed (resume: by the run this one continues)
+        progress = self._read_progress() if run.resume else None
+        if progress is not None:
+            self.done_steps = int(progress["steps"])
+            self.version = int(progress["version"])
+            self.params = self.history.load(self.version)
+            self.optimizer.load_state_dict(self.history.load_optimizer_state(self.version))
+            self.dp_rates = [float(r) for r in progress.get("dp_rates", [])]
+        elif run.start_version:
             try:
                 self.params = self.history.load(run.start_version)
             except KeyError as exc:
@@ -115,7 +126,9 @@ class _Federation:
         )
         if self.settings.federated_scaler:
             self.plan = self.plan.with_scaler(self.stats_round(nodes))
-        for planned in schedule(self.settings):
+        for step, planned in enumerate(schedule(self.settings)):
+            if step < self.done_steps:  # done by the run this one resumes
+                continue
             t0 = self._clock()
             if planned.evaluating:
                 record = self.evaluate_round(planned)
@@ -125,6 +138,7 @@ class _Federation:
                 record = self.train_round(planned)
             record["round_s"] = self._clock() - t0
             self.metrics.write(record)
+            self._write_progress(step + 1)
         self.metrics.write({"event": "done", "version": self.version})
 
     # -- the rounds ----------------------------------------------------------------------------------------------
@@ -258,7 +272,13 @@ class _Federation:
             refuse = partial(
                 self.trust.refuse, server_round=planned.number, version=self.version, run_id=self.grid.run.run_id
             )
-        decoded = decode_replies(collected.replies, training=not planned.evaluating, shared=self.shared, refuse=refuse)
+        decoded = decode_replies(
+            collected.replies,
+            training=not planned.evaluating,
+            shared=self.shared,
+            refuse=refuse,
+            node_of=collected.node_of,
+        )
         self.devices.update(decoded.devices)
         return decoded
 
@@ -345,12 +365,31 @@ class _Federation:
             decoded=decoded,
         )
         record.update(collected.to_record())
+        record["duplicates"] += collected.duplicates  # answers to a re-issued task's second copy
+        record["declines"] = decoded.declines
         return record
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _note_accuracy(self, accuracy: float | None) -> None:
         if accuracy is not None and accuracy > self.best[0]:
             self.best = (accuracy, self.version)
+
+    def _write_progress(self, steps: int) -> None:
+        """Where a resumed run continues: steps of the schedule done, the model version reached (atomic)."""
+        tmp = self.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"steps": steps, "version": self.version, "dp_rates": self.dp_rates}))
+        os.replace(tmp, self.progress_path)
+
+    def _read_progress(self) -> dict[str, Any] | None:
+        try:
+            progress = json.loads(self.progress_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None  # nothing to resume: a new run
+        except (OSError, ValueError) as exc:
+            raise RunConfigError("resume", f"cannot read {self.progress_path}: {exc}") from None
+        if not (isinstance(progress, dict) and isinstance(progress.get("steps"), int) and "version" in progress):
+            raise RunConfigError("resume", f"{self.progress_path} is not a progress record")
+        return progress
 
     def _wait_for_nodes(self) -> list[int]:
         deadline = self._clock() + self.settings.node_wait_s

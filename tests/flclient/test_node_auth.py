@@ -173,6 +173,7 @@ def test_a_reply_swaps_the_instructions_task_ids_as_a_supernode_does(tmp_path: P
 
 def _device_toml(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "device.toml"
+    (tmp_path / "d.npz").write_bytes(b"")  # device.toml's paths must exist when it is loaded
     path.write_text(f'[superlink]\nurl = "http://127.0.0.1:9093"\n{extra}\n[device]\nstate_dir = "s"\ndata = "d.npz"\n')
     return path
 

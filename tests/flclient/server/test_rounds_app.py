@@ -102,7 +102,8 @@ def test_server_skips_the_round_and_keeps_the_model_below_min_replies(tmp_path: 
 
 def test_late_replies_are_discarded_and_counted(tmp_path: Path) -> None:
     grid = ReplyGrid([1, 2, 3], silent=frozenset({3}))
-    records = _run(tmp_path, grid, **{"num-server-rounds": 3, "min-replies": 1})
+    # reissue-after 0: this grid's silent node answers at the next push, which a re-issue would be
+    records = _run(tmp_path, grid, **{"num-server-rounds": 3, "min-replies": 1, "reissue-after": 0})
     rounds = [r for r in records if r["event"] == "round"]
     assert [r["replies"] for r in rounds] == [2, 2, 2]  # node 3's update never arrives in time
     assert [r["late"] for r in rounds] == [0, 1, 1]  # ... but arrives during the next round: counted, discarded
@@ -185,3 +186,34 @@ def test_unsigned_updates_are_refused_when_signed_updates_are_required(tmp_path:
     unsigned = "unsigned update (require-signed-updates)"
     assert train["rejected"] == {"1": unsigned, "2": unsigned}
     assert train["new_version"] == train["version"] == 1  # nothing aggregated
+
+
+class CrashingGrid(ReplyGrid):
+    """A ReplyGrid whose SuperLink goes away for good at the ``crash_at``-th push (the run in progress fails)."""
+
+    def __init__(self, nodes: list[int], crash_at: int) -> None:
+        super().__init__(nodes)
+        self.crash_at = crash_at
+
+    def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        if len(self.asked) + 1 == self.crash_at:
+            raise ConnectionError("SuperLink is gone")
+        return super().push_messages(messages)
+
+
+def test_a_run_resumed_after_its_superlink_failed_continues_from_the_last_round(tmp_path: Path) -> None:
+    cfg = {"num-server-rounds": 4, "min-replies": 1}
+    with pytest.raises(ConnectionError):
+        _run(tmp_path, CrashingGrid([1, 2], crash_at=3), **cfg)  # rounds 1 and 2 done, then the crash
+    first = [r for r in _read(tmp_path) if r["event"] == "round"]
+    assert [r["round"] for r in first] == [1, 2] and first[-1]["new_version"] == 3
+    grid = ReplyGrid([1, 2])
+    records = _run(tmp_path, grid, **cfg, resume=True)
+    rounds = [r for r in records if r["event"] in ("round", "evaluate")][2:]
+    assert [(r["event"], r["round"]) for r in rounds] == [("round", 3), ("round", 4), ("evaluate", 5)]
+    assert rounds[0]["version"] == 3 and rounds[1]["new_version"] == 5  # from the version the first run reached
+    assert records[-1] == {"event": "done", "version": 5}
+
+
+def _read(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
