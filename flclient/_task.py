@@ -14,6 +14,7 @@ or with an ``update-codec`` an ``"update"`` record holding the bytes of
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +42,11 @@ from .features import ABI_VERSION, FeatureModule, SandboxLimits
 from .fleet._objects import RecordDict
 from .gate import DeviceCapabilities, ParticipationGate
 from .protocol import (
+    BackboneHeadSpec,
+    BackboneLoRASpec,
+    BackbonePin,
     Code,
+    DenseModelSpec,
     DeviceInfo,
     EvaluateReply,
     EvaluateTask,
@@ -96,7 +101,7 @@ __all__ = [
     "update_pipeline",
 ]
 
-MODEL_FORMATS = ("dense-v1",)
+MODEL_FORMATS = ("dense-v1", "backbone-head-v1", "backbone-lora-v1")
 """The model formats this release loads (see :attr:`flclient.protocol.DenseModelSpec.model_format`)."""
 
 
@@ -190,10 +195,19 @@ class TaskExecutor:
     backend is the one the task's model needs (``backend`` overrides it, e.g. to test a backend). ``node`` is
     where the node records its node id once connected (SecAgg and update signatures name it); ``secagg`` makes
     this node's SecAgg handler for a node id. The handler chain is built once, at construction.
+
+    ``backbones`` are frozen backbone files the device has, found by the sha256 a backbone model's task pins
+    (else fetched through ``trust``'s TUF repository by that exact pin). With ``activation_cache_dir`` the
+    backbone's outputs for unchanged local examples are kept on disk (at most ``activation_cache_bytes``) and
+    reused by later rounds, keyed by the backbone's and feature module's sha256, the scaler version and the
+    examples themselves.
     """
 
     data: DataSource
     feature_modules: Sequence[Path] = ()
+    backbones: Sequence[Path] = ()
+    activation_cache_dir: Path | None = None
+    activation_cache_bytes: int = 256 * 1024 * 1024
     module_cache_dir: Path | None = None
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     backend: str | None = None
@@ -210,6 +224,7 @@ class TaskExecutor:
     node: NodeBinding = field(default_factory=NodeBinding)
     _personal: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
+    _backbone_files: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
     _scaler_version: int = field(default=0, init=False, repr=False)
     _handler: Handler = field(init=False, repr=False)
 
@@ -293,9 +308,22 @@ class TaskExecutor:
         eval_idx, train_idx = order[:n_eval], order[n_eval:]
         import runtimes
 
-        # Stage 3: the model, on the backend it needs.
-        spec = task.model.to_runtime()
-        backend = runtimes.create_backend(self.backend or task.model.backend)
+        # Stage 3: the model, on the backend it needs (a backbone model's frozen file found or fetched by its pin).
+        model = task.model
+        reused = None
+        if isinstance(model, DenseModelSpec):
+            spec: runtimes.DenseStack | runtimes.BackboneModel = model.to_runtime()
+            backend = runtimes.create_backend(self.backend or model.backend)
+        else:
+            backbone = task.pins.backbone
+            if backbone is None:
+                raise TaskDeclined(Code.BACKBONE_PIN, f"a {model.kind} task must pin its backbone (backbone-sha256)")
+            spec = model.to_runtime(self._backbone(backbone, model))
+            backend = runtimes.create_backend(
+                self.backend or model.backend, self._backend_options(backbone, task, len(y))
+            )
+            if isinstance(model, BackboneLoRASpec):
+                local_params = {**model.frozen_a(), **local_params}  # A from the task's seed unless it travels
         metrics = ReplyMetrics(features_s=features_s, model_version=task.round.model_version, num_examples=0)
         try:
             try:
@@ -323,12 +351,17 @@ class TaskExecutor:
                 checkpoint=context.checkpoint,
             )
             train_s = self.clock() - t1
+            if not isinstance(model, DenseModelSpec):
+                reused = bool(result.metadata.get("activations_reused", False))
         finally:
             backend.close()
         context.check_now()  # the device must still be in policy before anything is built for upload
         # Stage 5: the update.
         new = dict(local_params)
         new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
+        travelling = set(model.parameter_names())
+        new = {k: v for k, v in new.items() if k in travelling}  # a backbone's frozen parts never leave the device
+        params = {k: v for k, v in params.items() if k in travelling}
         if personal:
             self._save_personal_head({k: new[k] for k in personal if k in new})
             new = {k: v for k, v in new.items() if k not in personal}  # the private head never leaves the device
@@ -338,8 +371,54 @@ class TaskExecutor:
             num_examples=int(result.num_examples),
             train_loss=float(result.loss_curve[-1]) if result.loss_curve else None,  # no batch ran: not reported
             train_s=train_s,
+            activations_reused=None if reused is None else int(reused),
         )
         return self._build_update(task, context, new, params, metrics, device)
+
+    def _backbone(self, pin: BackbonePin, model: BackboneHeadSpec | BackboneLoRASpec) -> Path:
+        """The verified local file of the pinned backbone: a local one with its sha256, else fetched once through
+        TUF by the exact pin (the artifact cache keeps it for later rounds and runs)."""
+        known = self._backbone_files.get(pin.sha256)
+        if known is not None and known.is_file():
+            return known
+        for path in self.backbones:
+            if path in self._backbone_files.values():
+                continue
+            try:
+                digest = _sha256_file(path)
+            except OSError:
+                continue
+            self._backbone_files[digest] = path
+        local = self._backbone_files.get(pin.sha256)
+        fetched = local or (self.trust.backbone(pin.name, pin.version, pin.sha256) if self.trust is not None else None)
+        if fetched is None:
+            raise TaskDeclined(
+                Code.BACKBONE_PIN,
+                f"no local backbone is {pin} with sha256 {pin.sha256[:16]}…, and no artifact repository is set up "
+                "to fetch it; add it to device.backbones or configure [artifacts]",
+            )
+        if fetched.suffix.lower() not in (".onnx", ".tflite"):  # the backends pick the reader by the file's name
+            # A link named for the format, beside the verified object (no second copy of a large file).
+            named = fetched.with_name(f"{fetched.name}.{_SUFFIX[model.backend]}")
+            if not named.exists():
+                named.symlink_to(fetched.name)
+            fetched = named
+        self._backbone_files[pin.sha256] = fetched
+        return fetched
+
+    def _backend_options(self, pin: BackbonePin, task: TrainTask | EvaluateTask, rows: int) -> runtimes.BackendOptions:
+        import runtimes
+
+        if self.activation_cache_dir is None:
+            return runtimes.BackendOptions()
+        module = task.pins.feature_module
+        namespace = "/".join(
+            (pin.sha256, module.sha256 if module else "-", str(task.features.scaler_version or 0), str(rows))
+        )
+        store = runtimes.ActivationStore(
+            self.activation_cache_dir / "activations", max_bytes=self.activation_cache_bytes
+        )
+        return runtimes.BackendOptions(activation_store=store, cache_namespace=namespace)
 
     def _global_model(self, task: TrainTask | EvaluateTask) -> dict[str, np.ndarray]:
         if self.trust is not None:  # a TUF checkpoint pin and/or the server's signature, checked before loading
@@ -364,7 +443,8 @@ class TaskExecutor:
     ) -> TrainReply:
         pipeline = update_pipeline(task.update, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
         if pipeline is None:
-            return TrainReply(metrics=metrics, arrays=new, device=device)
+            size = sum(int(v.nbytes) for v in new.values())
+            return TrainReply(metrics=replace(metrics, update_bytes=size), arrays=new, device=device)
         round_id = context.message_id or f"{task.round.server_round}/{task.round.model_version}"
         try:
             encoded = pipeline.run(round_id=round_id, new=new, old=old, names=list(old)).to_bytes()
@@ -501,6 +581,17 @@ class TaskExecutor:
         if len(y) == 0:
             raise TaskDeclined(Code.NO_DATA, "no valid local examples after feature extraction")
         return x, y, local.device_class
+
+
+_SUFFIX = {"onnx": "onnx", "litert": "tflite"}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _train_config(task: TrainTask) -> runtimes.TrainConfig:
