@@ -42,7 +42,7 @@ from ._spec import (
 )
 from ._training import estimate_training_bytes
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/runtimes/test_public_api.py checks
     "ActivationStore",
     "BACKEND_NAMES",
     "BackboneModel",

@@ -189,7 +189,7 @@ def test_a_head_on_a_backbone_trains_the_head_only(tmp_path: Path, backbone: tup
 def test_a_backbone_the_device_lacks_is_declined_naming_the_pin(
     tmp_path: Path, backbone: tuple[Path, BackbonePin]
 ) -> None:
-    path, pin = backbone
+    path, _ = backbone
     missing = BackbonePin(name="tiny", version="9", sha256="0" * 64)
     with pytest.raises(TaskDeclined) as info:
         _train(_executor(tmp_path, path), _task(LORA, LORA.initial_parameters(0), missing))
