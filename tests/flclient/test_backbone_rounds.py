@@ -194,3 +194,25 @@ def test_a_backbone_the_device_lacks_is_declined_naming_the_pin(
     with pytest.raises(TaskDeclined) as info:
         _train(_executor(tmp_path, path), _task(LORA, LORA.initial_parameters(0), missing))
     assert info.value.reason == "backbone-pin" and "tiny@9" in info.value.detail
+
+
+def test_device_toml_lists_backbones_and_caps_the_activation_cache(tmp_path: Path) -> None:
+    from flclient import DeviceConfig, DeviceConfigError
+
+    base = {"superlink": {"url": "http://127.0.0.1:9093"}, "device": {"state_dir": "s", "data": "d.npz"}}
+    cfg = DeviceConfig.from_mapping(base, base_dir=tmp_path)
+    assert cfg.backbones == () and cfg.activation_cache_mib == 256
+    dev = {**base["device"], "backbones": ["models/b.onnx"], "activation_cache_mib": 8}
+    cfg = DeviceConfig.from_mapping({**base, "device": dev}, base_dir=tmp_path)
+    assert cfg.backbones == (tmp_path / "models" / "b.onnx",) and cfg.activation_cache_mib == 8
+    for bad in ({"backbones": "b.onnx"}, {"activation_cache_mib": -1}, {"activation_cache_mib": 1.5}):
+        with pytest.raises(DeviceConfigError, match="device.backbones|activation_cache_mib"):
+            DeviceConfig.from_mapping({**base, "device": {**base["device"], **bad}}, base_dir=tmp_path)
+
+
+def test_a_backbone_pin_names_its_tuf_target() -> None:
+    from flclient.artifacts import ArtifactPin
+
+    pin = ArtifactPin(kind="backbone", name="tiny", version="1", sha256="a" * 64)
+    assert pin.target_path == "backbones/tiny/1"
+    assert ArtifactPin.from_target_path("backbones/tiny/1", sha256="a" * 64) == pin
