@@ -42,7 +42,6 @@ from .features import ABI_VERSION, FeatureModule, SandboxLimits
 from .fleet._objects import RecordDict
 from .gate import DeviceCapabilities, ParticipationGate
 from .protocol import (
-    BackboneHeadSpec,
     BackboneLoRASpec,
     BackbonePin,
     Code,
@@ -318,7 +317,7 @@ class TaskExecutor:
             backbone = task.pins.backbone
             if backbone is None:
                 raise TaskDeclined(Code.BACKBONE_PIN, f"a {model.kind} task must pin its backbone (backbone-sha256)")
-            spec = model.to_runtime(self._backbone(backbone, model))
+            spec = model.to_runtime(self._backbone(backbone))
             backend = runtimes.create_backend(
                 self.backend or model.backend, self._backend_options(backbone, task, len(y))
             )
@@ -375,9 +374,10 @@ class TaskExecutor:
         )
         return self._build_update(task, context, new, params, metrics, device)
 
-    def _backbone(self, pin: BackbonePin, model: BackboneHeadSpec | BackboneLoRASpec) -> Path:
+    def _backbone(self, pin: BackbonePin) -> Path:
         """The verified local file of the pinned backbone: a local one with its sha256, else fetched once through
-        TUF by the exact pin (the artifact cache keeps it for later rounds and runs)."""
+        TUF by the exact pin (the artifact cache keeps it, under its size cap, for later rounds and runs). The
+        backend is the model spec's, so the file's name (a cache object has no suffix) does not matter."""
         known = self._backbone_files.get(pin.sha256)
         if known is not None and known.is_file():
             return known
@@ -397,12 +397,6 @@ class TaskExecutor:
                 f"no local backbone is {pin} with sha256 {pin.sha256[:16]}…, and no artifact repository is set up "
                 "to fetch it; add it to device.backbones or configure [artifacts]",
             )
-        if fetched.suffix.lower() not in (".onnx", ".tflite"):  # the backends pick the reader by the file's name
-            # A link named for the format, beside the verified object (no second copy of a large file).
-            named = fetched.with_name(f"{fetched.name}.{_SUFFIX[model.backend]}")
-            if not named.exists():
-                named.symlink_to(fetched.name)
-            fetched = named
         self._backbone_files[pin.sha256] = fetched
         return fetched
 
@@ -581,9 +575,6 @@ class TaskExecutor:
         if len(y) == 0:
             raise TaskDeclined(Code.NO_DATA, "no valid local examples after feature extraction")
         return x, y, local.device_class
-
-
-_SUFFIX = {"onnx": "onnx", "litert": "tflite"}
 
 
 def _sha256_file(path: Path) -> str:
