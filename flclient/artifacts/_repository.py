@@ -12,8 +12,9 @@ Layout (consistent snapshots, so a reader mid-update never mixes two states)::
 
 The top-level ``targets`` role delegates ``modules/*/*`` (and frozen backbones, ``backbones/*/*``) and
 ``checkpoints/*/*`` to the two roles above as terminating delegations: a feature author's key can publish modules
-and backbones and nothing else, and the model-signing key checkpoints and nothing else. Every edit is written target first, then metadata bottom-up, ``timestamp.json``
-last, each file atomically: the repository is valid at every instant.
+and backbones and nothing else, and the model-signing key checkpoints and nothing else. Every edit is written
+target first, then metadata bottom-up, ``timestamp.json`` last, each file atomically: the repository is valid at
+every instant.
 """
 
 from __future__ import annotations
