@@ -11,6 +11,7 @@ from pathlib import Path
 from . import _signing
 from ._daemon import add_node_commands
 from ._errors import FLClientError
+from ._predict_cli import add_predict_commands
 from .features import FeatureModule, SandboxLimits
 from .features._columns_io import ColumnFileError, read_columns, write_columns
 from .gate._cli import add_gate_commands
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     add_gate_commands(sub)
     add_sim_commands(sub)
     add_node_commands(sub)
+    add_predict_commands(sub)
     return p
 
 

@@ -21,9 +21,12 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._concerns import NodeBinding
 from ._config import DeviceConfig
@@ -122,6 +125,7 @@ class Client(Resource):
             ledger=self.ledger,
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
+            model_path=model_path(config),
             trust=_round_trust(config),
             secagg=self._secagg_handler,
             capabilities=capabilities,
@@ -163,6 +167,13 @@ class Client(Resource):
         if self.ledger is not None:
             self.ledger.mark_uploaded_round(reply_to)
 
+    def predict(self, columns: Mapping[str, np.ndarray], *, x: np.ndarray | None = None) -> np.ndarray:
+        """Local inference with the current global model (and this device's personal head when it has one):
+        raw records (the feature module's input ``columns``, optional dense extras ``x``) through the pinned
+        feature module, scaler and backbone. See :meth:`TaskExecutor.predict`."""
+        self._check_open()
+        return self.executor.predict(columns, x=x)
+
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
         self._check_open()
@@ -194,6 +205,26 @@ class Client(Resource):
         if self.ledger is not None:
             self.ledger.close()
         self.store.close()
+
+
+def model_path(config: DeviceConfig) -> Path:
+    """Where a device keeps the last global model it was given (for local inference)."""
+    return config.state_dir / "global-model.npz"
+
+
+def local_predictor(config: DeviceConfig) -> TaskExecutor:
+    """An executor that only predicts (``flclient predict``): the device's modules, backbones, artifacts and
+    personal head, no connection."""
+    return TaskExecutor(
+        data=NpzDataSource(config.data),
+        feature_modules=config.feature_modules,
+        module_cache_dir=config.state_dir / "module-cache",
+        backbones=config.backbones,
+        activation_cache_dir=config.state_dir,
+        personal_path=config.state_dir / "personal-head.npz",
+        model_path=model_path(config),
+        trust=_round_trust(config),
+    )
 
 
 def _round_trust(config: DeviceConfig) -> RoundTrust | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from ._concerns import (
 from ._errors import FeatureError, PrivacyBudgetExhausted, ProtocolError, TaskDeclined
 from ._personal import personal_parameter_names
 from .features import ABI_VERSION, FeatureModule, SandboxLimits
-from .fleet._objects import RecordDict
+from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from .gate import DeviceCapabilities, ParticipationGate
 from .protocol import (
     BackboneLoRASpec,
@@ -51,6 +52,7 @@ from .protocol import (
     EvaluateTask,
     FeaturePin,
     FeatureSpec,
+    Key,
     QueryReply,
     QueryTask,
     Reply,
@@ -199,7 +201,8 @@ class TaskExecutor:
     (else fetched through ``trust``'s TUF repository by that exact pin). With ``activation_cache_dir`` the
     backbone's outputs for unchanged local examples are kept on disk (at most ``activation_cache_bytes``) and
     reused by later rounds, keyed by the backbone's and feature module's sha256, the scaler version and the
-    examples themselves.
+    examples themselves. ``model_path`` keeps the last global model a train or evaluate task brought (and what
+    it pins), so that :meth:`predict` can run it locally, also in another process.
     """
 
     data: DataSource
@@ -218,6 +221,7 @@ class TaskExecutor:
     update_rng: Callable[[], np.random.Generator] = secure_generator
     device_class: str | None = None
     personal_path: Path | None = None
+    model_path: Path | None = None
     trust: RoundTrust | None = None
     capabilities: DeviceCapabilities | None = None
     node: NodeBinding = field(default_factory=NodeBinding)
@@ -290,6 +294,7 @@ class TaskExecutor:
     def _model_round(self, task: TrainTask | EvaluateTask, context: RoundContext) -> Reply:
         # Stage 1: artifacts - the global model (from the task, or its TUF pin) and the feature module.
         params = self._global_model(task)
+        self._remember(task, params)
         t0 = self.clock()
         # Stage 2: features.
         x, y, data_class = self._features(task.pins.feature_module, task.features)
@@ -373,6 +378,65 @@ class TaskExecutor:
             activations_reused=None if reused is None else int(reused),
         )
         return self._build_update(task, context, new, params, metrics, device)
+
+    # -- local inference ---------------------------------------------------------------------------------------
+    def _remember(self, task: TrainTask | EvaluateTask, params: Mapping[str, np.ndarray]) -> None:
+        if self.model_path is None:
+            return
+        from ._atomic import atomic_write_bytes
+
+        config = task.to_records()["config"]
+        assert isinstance(config, ConfigRecord)
+        values = {k: v for k, v in config.values.items() if not isinstance(v, bytes)}  # signatures: not needed here
+        buf = io.BytesIO()
+        np.savez(
+            buf, allow_pickle=False, **{f"p/{k}": np.asarray(v) for k, v in params.items()}, config=json.dumps(values)
+        )
+        self.model_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.model_path, buf.getvalue(), mode=0o600)
+
+    def predict(self, columns: Mapping[str, np.ndarray], *, x: np.ndarray | None = None) -> np.ndarray:
+        """Outputs of the last global model this device was given (with its personal head when it has one) on
+        raw records: the feature module's input ``columns`` (and dense extras ``x``), through the pinned feature
+        module, scaler and backbone. Rows the module flags invalid are left out. Raises
+        :class:`~flclient.TaskDeclined` (``no-model``) before any task brought a model."""
+        import runtimes
+
+        if self.model_path is None or not self.model_path.exists():
+            raise TaskDeclined(Code.NO_MODEL, "no global model yet: predict runs the model of the last round")
+        with np.load(self.model_path, allow_pickle=False) as f:
+            params = {k[2:]: np.asarray(f[k], dtype=np.float32) for k in f.files if k.startswith("p/")}
+            config = json.loads(str(f["config"]))
+        try:
+            task = EvaluateTask.from_records(
+                {"config": ConfigRecord(_evaluate_values(config)), "arrays": ArrayRecord(params)}
+            )
+        except ProtocolError as exc:
+            raise TaskDeclined(Code.BAD_CONFIG, f"the stored model: {exc.detail}") from exc
+        head = self._personal_head()
+        for k in task.personal_parameter_names & set(params):
+            if k in head and head[k].shape == params[k].shape:
+                params[k] = head[k]
+        module = self._module(task.pins.feature_module)
+        if x is not None and any(c.name == "x" for c in module.manifest.inputs):
+            x = None  # ``x`` is the module's input column, not dense extras
+        n = len(next(iter(columns.values()))) if columns else (0 if x is None else len(x))
+        local = LocalData(columns=columns, labels=np.zeros(n, dtype=np.int64), x=x)
+        feats, _, _ = self._features(task.pins.feature_module, task.features, local=local)
+        model = task.model
+        if isinstance(model, DenseModelSpec):
+            spec: runtimes.DenseStack | runtimes.BackboneModel = model.to_runtime()
+        else:
+            assert task.pins.backbone is not None
+            spec = model.to_runtime(self._backbone(task.pins.backbone))
+            if isinstance(model, BackboneLoRASpec):
+                params = {**model.frozen_a(), **params}
+        backend = runtimes.create_backend(self.backend or model.backend)
+        try:
+            backend.load(spec, params)
+            return np.asarray(backend.predict(feats))
+        finally:
+            backend.close()
 
     def _backbone(self, pin: BackbonePin) -> Path:
         """The verified local file of the pinned backbone: a local one with its sha256, else fetched once through
@@ -506,10 +570,12 @@ class TaskExecutor:
             f"no local module is {text} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
         )
 
-    def _extract(self, pin: FeaturePin | None) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
+    def _extract(
+        self, pin: FeaturePin | None, local: LocalData | None = None
+    ) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
         """Local records, the module's numeric output columns (rows x width, float64, raw) and the valid rows."""
         module = self._module(pin)
-        local = self.data.load()
+        local = local if local is not None else self.data.load()
         try:
             out = module.extract({c.name: local.columns[c.name] for c in module.manifest.inputs})
         except KeyError as exc:
@@ -554,8 +620,10 @@ class TaskExecutor:
         self._scaler_version = version
         return np.asarray(scaler.mean, dtype=np.float64), np.asarray(scaler.std, dtype=np.float64)
 
-    def _features(self, pin: FeaturePin | None, features: FeatureSpec) -> tuple[np.ndarray, np.ndarray, str | None]:
-        local, raw, ok = self._extract(pin)
+    def _features(
+        self, pin: FeaturePin | None, features: FeatureSpec, *, local: LocalData | None = None
+    ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        local, raw, ok = self._extract(pin, local)
         assert pin is not None  # _extract declines a task without one
         width = sum(c.shape[1] for c in raw)
         scaler = self._scaler(features, pin.sha256, width)
@@ -583,6 +651,16 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_UPDATE_KEYS = frozenset(
+    (Key.UPDATE_CODEC, Key.CLIP_NORM, Key.TOPK_FRACTION, Key.DP_MODE, Key.DP_NOISE_MULTIPLIER, Key.SECAGG_BITS)
+)
+
+
+def _evaluate_values(config: Mapping[str, object]) -> dict[str, ConfigValue]:
+    """A stored train task's config as an evaluate task's (the update keys belong to training only)."""
+    return {k: v for k, v in config.items() if k not in _UPDATE_KEYS}  # type: ignore[misc]
 
 
 def _train_config(task: TrainTask) -> runtimes.TrainConfig:

@@ -216,3 +216,24 @@ def test_a_backbone_pin_names_its_tuf_target() -> None:
     pin = ArtifactPin(kind="backbone", name="tiny", version="1", sha256="a" * 64)
     assert pin.target_path == "backbones/tiny/1"
     assert ArtifactPin.from_target_path("backbones/tiny/1", sha256="a" * 64) == pin
+
+
+def test_predict_runs_the_last_global_lora_model_on_raw_records(
+    tmp_path: Path, backbone: tuple[Path, BackbonePin]
+) -> None:
+    path, pin = backbone
+    executor = _executor(tmp_path, path, model_path=tmp_path / "state" / "global-model.npz")
+    data = _Data(seed=3, n=50)
+    with pytest.raises(TaskDeclined) as info:
+        executor.predict({"raw": data.x})
+    assert info.value.reason == "no-model"
+    params = LORA.initial_parameters(0)
+    for version in range(4):
+        reply = _train(executor, _task(LORA, params, pin, version))
+        params = dict(reply.arrays or {})
+    # The model predict runs is the one the last task brought (version 3's input), not the trained reply.
+    restarted = _executor(tmp_path, path, model_path=tmp_path / "state" / "global-model.npz")
+    out = restarted.predict({"raw": data.x})
+    assert out.shape == (50, CLASSES)
+    acc = float(np.mean(np.argmax(out, axis=1) == data.y))
+    assert acc > 0.5, acc  # well above the 1/3 of chance after three rounds of training
