@@ -13,6 +13,7 @@ from . import _signing
 from ._daemon import add_node_commands
 from ._data_cli import add_data_commands
 from ._errors import FLClientError
+from ._predict_cli import add_predict_commands
 from .features import FeatureModule, SandboxLimits
 from .features._columns_io import ColumnFileError, read_columns, write_columns
 from .gate._cli import add_gate_commands
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     add_sim_commands(sub)
     add_node_commands(sub)
     add_data_commands(sub)
+    add_predict_commands(sub)
     return p
 
 

@@ -21,18 +21,21 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ._concerns import NodeBinding
 from ._config import DeviceConfig
-from ._errors import DeviceConfigError
+from ._errors import DeviceConfigError, TaskDeclined
 from ._examples import ExampleStore
 from ._lifetime import Resource
 from ._node import FleetNode, LogFn, NodeTiming, TelemetryLog
 from ._state import StateStore
-from ._task import DataSource, NpzDataSource, TaskExecutor
+from ._task import DataSource, LocalData, NpzDataSource, TaskExecutor
 from .fleet._client import FLEET_PROTOCOL_VERSION, FleetClient, NodeKey, RetryPolicy
 from .fleet._transport import HttpxTransport, Transport
 from .gate import DeviceCapabilities, DeviceSignals, ParticipationGate, SignalSource, SystemClock
@@ -132,11 +135,15 @@ class Client(Resource):
             data=data,
             feature_modules=config.feature_modules,
             module_cache_dir=config.state_dir / "module-cache",
+            backbones=config.backbones,
+            activation_cache_dir=config.state_dir,
+            activation_cache_bytes=config.activation_cache_mib << 20,
             gate=gate,
             residuals=self._residuals,
             ledger=self.ledger,
             device_class=config.device_class,
             personal_path=config.state_dir / "personal-head.npz",
+            model_path=model_path(config),
             trust=_round_trust(config),
             secagg=self._secagg_handler,
             capabilities=capabilities,
@@ -181,6 +188,13 @@ class Client(Resource):
         if self.examples is not None:
             self.examples.mark_used()
 
+    def predict(self, columns: Mapping[str, np.ndarray], *, x: np.ndarray | None = None) -> np.ndarray:
+        """Local inference with the current global model (and this device's personal head when it has one):
+        raw records (the feature module's input ``columns``, optional dense extras ``x``) through the pinned
+        feature module, scaler and backbone. See :meth:`TaskExecutor.predict`."""
+        self._check_open()
+        return self.executor.predict(columns, x=x)
+
     def run_once(self) -> int:
         """Connect if needed and make one pass; returns how many instructions were handled."""
         self._check_open()
@@ -214,6 +228,33 @@ class Client(Resource):
         if self.examples is not None:
             self.examples.close()
         self.store.close()
+
+
+class _NoLocalData:
+    """The data source of an executor that only predicts: its input comes with each call."""
+
+    def load(self) -> LocalData:
+        raise TaskDeclined("no-data", "this executor only predicts; it reads no local examples")
+
+
+def model_path(config: DeviceConfig) -> Path:
+    """Where a device keeps the last global model it was given (for local inference)."""
+    return config.state_dir / "global-model.npz"
+
+
+def local_predictor(config: DeviceConfig) -> TaskExecutor:
+    """An executor that only predicts (``flclient predict``): the device's modules, backbones, artifacts and
+    personal head, no connection."""
+    return TaskExecutor(
+        data=NpzDataSource(config.data) if config.data is not None else _NoLocalData(),
+        feature_modules=config.feature_modules,
+        module_cache_dir=config.state_dir / "module-cache",
+        backbones=config.backbones,
+        activation_cache_dir=config.state_dir,
+        personal_path=config.state_dir / "personal-head.npz",
+        model_path=model_path(config),
+        trust=_round_trust(config),
+    )
 
 
 def _round_trust(config: DeviceConfig) -> RoundTrust | None:

@@ -10,6 +10,8 @@ Example::
     state_dir = "state"                       # SQLite state, telemetry log, module cache
     data = "data.npz"                         # local records in a file (feature-module inputs, label, optional x)
     feature_modules = ["modules/device_context-1.0.0.wasm"]
+    backbones = ["models/backbone.onnx"]      # optional: frozen backbones, found by the sha256 a task pins
+    activation_cache_mib = 256                # backbone outputs kept under state_dir/activations across rounds
     device_class = "rpi4b"                    # optional: evaluation is reported per device class
 
     [data]                                    # or: the on-device example store a daemon appends to
@@ -88,6 +90,8 @@ class DeviceConfig:
     data: Path | None = None
     example_store: ExampleStoreConfig | None = None
     feature_modules: tuple[Path, ...] = ()
+    backbones: tuple[Path, ...] = ()
+    activation_cache_mib: int = 256
     heartbeat_interval_s: float = 30.0
     poll_interval_s: float = 1.0
     reply_grace_s: float = 10.0
@@ -209,6 +213,12 @@ class DeviceConfig:
         modules = dev.get("feature_modules", [])
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
             raise DeviceConfigError("device.feature_modules must be a list of module file paths")
+        backbones = dev.get("backbones", [])
+        if not isinstance(backbones, list) or not all(isinstance(b, str) for b in backbones):
+            raise DeviceConfigError("device.backbones must be a list of backbone file paths (.onnx or .tflite)")
+        cache_mib = dev.get("activation_cache_mib", 256)
+        if isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 0:
+            raise DeviceConfigError(f"device.activation_cache_mib must be a whole number >= 0, got {cache_mib!r}")
         numbers: dict[str, float] = {}
         for table, where, keys in (
             (link, "superlink", ("heartbeat_interval_s", "request_timeout_s", "max_backoff_s")),
@@ -265,6 +275,8 @@ class DeviceConfig:
             data=path(dev, "data", "device") if "data" in dev else None,
             example_store=example_store,
             feature_modules=tuple(path({"m": m}, "m", "device.feature_modules") for m in modules),
+            backbones=tuple(path({"b": b}, "b", "device.backbones") for b in backbones),
+            activation_cache_mib=cache_mib,
             telemetry_log=path(dev, "telemetry_log", "device") if "telemetry_log" in dev else None,
             **numbers,  # type: ignore[arg-type]
         )
@@ -317,6 +329,10 @@ DEVICE_TOML_KEYS: tuple[ConfigKey, ...] = (
        meaning="Local records in a file: feature-module inputs, `label`, optional `x`. Excludes `[data]`."),
     _K(table="device", key="feature_modules", value="a list of paths", default="`[]`",
        meaning="Signed WASM feature modules run over the records before training."),
+    _K(table="device", key="backbones", value="a list of paths", default="`[]`",
+       meaning="Frozen ONNX/TFLite backbones, found by the sha256 a task pins (else fetched through TUF)."),
+    _K(table="device", key="activation_cache_mib", value="a whole number >= 0", default="`256`",
+       meaning="Backbone outputs kept under `state_dir/activations` across rounds (LRU, this cap)."),
     _K(table="device", key="poll_interval_s", value="a number > 0", default=_default("poll_interval_s"),
        meaning="Pause between `pull-messages` calls when there is nothing to do."),
     _K(table="device", key="reply_grace_s", value="a number >= 0", default=_default("reply_grace_s"),

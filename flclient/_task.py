@@ -14,7 +14,9 @@ or with an ``update-codec`` an ``"update"`` record holding the bytes of
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,15 +41,19 @@ from ._data import DataSource, LocalData, NpzDataSource
 from ._errors import FeatureError, PrivacyBudgetExhausted, ProtocolError, TaskDeclined
 from ._personal import personal_parameter_names
 from .features import ABI_VERSION, FeatureModule, SandboxLimits
-from .fleet._objects import RecordDict
+from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from .gate import DeviceCapabilities, ParticipationGate
 from .protocol import (
+    BackboneLoRASpec,
+    BackbonePin,
     Code,
+    DenseModelSpec,
     DeviceInfo,
     EvaluateReply,
     EvaluateTask,
     FeaturePin,
     FeatureSpec,
+    Key,
     QueryReply,
     QueryTask,
     Reply,
@@ -97,7 +103,7 @@ __all__ = [
     "update_pipeline",
 ]
 
-MODEL_FORMATS = ("dense-v1",)
+MODEL_FORMATS = ("dense-v1", "backbone-head-v1", "backbone-lora-v1")
 """The model formats this release loads (see :attr:`flclient.protocol.DenseModelSpec.model_format`)."""
 
 
@@ -148,10 +154,20 @@ class TaskExecutor:
     backend is the one the task's model needs (``backend`` overrides it, e.g. to test a backend). ``node`` is
     where the node records its node id once connected (SecAgg and update signatures name it); ``secagg`` makes
     this node's SecAgg handler for a node id. The handler chain is built once, at construction.
+
+    ``backbones`` are frozen backbone files the device has, found by the sha256 a backbone model's task pins
+    (else fetched through ``trust``'s TUF repository by that exact pin). With ``activation_cache_dir`` the
+    backbone's outputs for unchanged local examples are kept on disk (at most ``activation_cache_bytes``) and
+    reused by later rounds, keyed by the backbone's and feature module's sha256, the scaler version and the
+    examples themselves. ``model_path`` keeps the last global model a train or evaluate task brought (and what
+    it pins), so that :meth:`predict` can run it locally, also in another process.
     """
 
     data: DataSource
     feature_modules: Sequence[Path] = ()
+    backbones: Sequence[Path] = ()
+    activation_cache_dir: Path | None = None
+    activation_cache_bytes: int = 256 * 1024 * 1024
     module_cache_dir: Path | None = None
     sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     backend: str | None = None
@@ -163,11 +179,13 @@ class TaskExecutor:
     update_rng: Callable[[], np.random.Generator] = secure_generator
     device_class: str | None = None
     personal_path: Path | None = None
+    model_path: Path | None = None
     trust: RoundTrust | None = None
     capabilities: DeviceCapabilities | None = None
     node: NodeBinding = field(default_factory=NodeBinding)
     _personal: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False)
     _modules: dict[str, FeatureModule] = field(default_factory=dict, init=False, repr=False)
+    _backbone_files: dict[str, Path] = field(default_factory=dict, init=False, repr=False)
     _scaler_version: int = field(default=0, init=False, repr=False)
     _handler: Handler = field(init=False, repr=False)
 
@@ -234,6 +252,7 @@ class TaskExecutor:
     def _model_round(self, task: TrainTask | EvaluateTask, context: RoundContext) -> Reply:
         # Stage 1: artifacts - the global model (from the task, or its TUF pin) and the feature module.
         params = self._global_model(task)
+        self._remember(task, params)
         t0 = self.clock()
         # Stage 2: features.
         x, y, data_class = self._features(task.pins.feature_module, task.features)
@@ -251,9 +270,22 @@ class TaskExecutor:
         eval_idx, train_idx = order[:n_eval], order[n_eval:]
         import runtimes
 
-        # Stage 3: the model, on the backend it needs.
-        spec = task.model.to_runtime()
-        backend = runtimes.create_backend(self.backend or task.model.backend)
+        # Stage 3: the model, on the backend it needs (a backbone model's frozen file found or fetched by its pin).
+        model = task.model
+        reused = None
+        if isinstance(model, DenseModelSpec):
+            spec: runtimes.DenseStack | runtimes.BackboneModel = model.to_runtime()
+            backend = runtimes.create_backend(self.backend or model.backend)
+        else:
+            backbone = task.pins.backbone
+            if backbone is None:
+                raise TaskDeclined(Code.BACKBONE_PIN, f"a {model.kind} task must pin its backbone (backbone-sha256)")
+            spec = model.to_runtime(self._backbone(backbone))
+            backend = runtimes.create_backend(
+                self.backend or model.backend, self._backend_options(backbone, task, len(y))
+            )
+            if isinstance(model, BackboneLoRASpec):
+                local_params = {**model.frozen_a(), **local_params}  # A from the task's seed unless it travels
         metrics = ReplyMetrics(features_s=features_s, model_version=task.round.model_version, num_examples=0)
         try:
             try:
@@ -281,12 +313,17 @@ class TaskExecutor:
                 checkpoint=context.checkpoint,
             )
             train_s = self.clock() - t1
+            if not isinstance(model, DenseModelSpec):
+                reused = bool(result.metadata.get("activations_reused", False))
         finally:
             backend.close()
         context.check_now()  # the device must still be in policy before anything is built for upload
         # Stage 5: the update.
         new = dict(local_params)
         new.update({k: np.asarray(v, dtype=np.float32) for k, v in result.parameters.items()})
+        travelling = set(model.parameter_names())
+        new = {k: v for k, v in new.items() if k in travelling}  # a backbone's frozen parts never leave the device
+        params = {k: v for k, v in params.items() if k in travelling}
         if personal:
             self._save_personal_head({k: new[k] for k in personal if k in new})
             new = {k: v for k, v in new.items() if k not in personal}  # the private head never leaves the device
@@ -296,8 +333,108 @@ class TaskExecutor:
             num_examples=int(result.num_examples),
             train_loss=float(result.loss_curve[-1]) if result.loss_curve else None,  # no batch ran: not reported
             train_s=train_s,
+            activations_reused=None if reused is None else int(reused),
         )
         return self._build_update(task, context, new, params, metrics, device)
+
+    # -- local inference ---------------------------------------------------------------------------------------
+    def _remember(self, task: TrainTask | EvaluateTask, params: Mapping[str, np.ndarray]) -> None:
+        if self.model_path is None:
+            return
+        from ._atomic import atomic_write_bytes
+
+        config = task.to_records()["config"]
+        assert isinstance(config, ConfigRecord)
+        values = {k: v for k, v in config.values.items() if not isinstance(v, bytes)}  # signatures: not needed here
+        buf = io.BytesIO()
+        np.savez(
+            buf, allow_pickle=False, **{f"p/{k}": np.asarray(v) for k, v in params.items()}, config=json.dumps(values)
+        )
+        self.model_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.model_path, buf.getvalue(), mode=0o600)
+
+    def predict(self, columns: Mapping[str, np.ndarray], *, x: np.ndarray | None = None) -> np.ndarray:
+        """Outputs of the last global model this device was given (with its personal head when it has one) on
+        raw records: the feature module's input ``columns`` (and dense extras ``x``), through the pinned feature
+        module, scaler and backbone. Rows the module flags invalid are left out. Raises
+        :class:`~flclient.TaskDeclined` (``no-model``) before any task brought a model."""
+        import runtimes
+
+        if self.model_path is None or not self.model_path.exists():
+            raise TaskDeclined(Code.NO_MODEL, "no global model yet: predict runs the model of the last round")
+        with np.load(self.model_path, allow_pickle=False) as f:
+            params = {k[2:]: np.asarray(f[k], dtype=np.float32) for k in f.files if k.startswith("p/")}
+            config = json.loads(str(f["config"]))
+        try:
+            task = EvaluateTask.from_records(
+                {"config": ConfigRecord(_evaluate_values(config)), "arrays": ArrayRecord(params)}
+            )
+        except ProtocolError as exc:
+            raise TaskDeclined(Code.BAD_CONFIG, f"the stored model: {exc.detail}") from exc
+        head = self._personal_head()
+        for k in task.personal_parameter_names & set(params):
+            if k in head and head[k].shape == params[k].shape:
+                params[k] = head[k]
+        module = self._module(task.pins.feature_module)
+        if x is not None and any(c.name == "x" for c in module.manifest.inputs):
+            x = None  # ``x`` is the module's input column, not dense extras
+        n = len(next(iter(columns.values()))) if columns else (0 if x is None else len(x))
+        local = LocalData(columns=columns, labels=np.zeros(n, dtype=np.int64), x=x)
+        feats, _, _ = self._features(task.pins.feature_module, task.features, local=local)
+        model = task.model
+        if isinstance(model, DenseModelSpec):
+            spec: runtimes.DenseStack | runtimes.BackboneModel = model.to_runtime()
+        else:
+            assert task.pins.backbone is not None
+            spec = model.to_runtime(self._backbone(task.pins.backbone))
+            if isinstance(model, BackboneLoRASpec):
+                params = {**model.frozen_a(), **params}
+        backend = runtimes.create_backend(self.backend or model.backend)
+        try:
+            backend.load(spec, params)
+            return np.asarray(backend.predict(feats))
+        finally:
+            backend.close()
+
+    def _backbone(self, pin: BackbonePin) -> Path:
+        """The verified local file of the pinned backbone: a local one with its sha256, else fetched once through
+        TUF by the exact pin (the artifact cache keeps it, under its size cap, for later rounds and runs). The
+        backend is the model spec's, so the file's name (a cache object has no suffix) does not matter."""
+        known = self._backbone_files.get(pin.sha256)
+        if known is not None and known.is_file():
+            return known
+        for path in self.backbones:
+            if path in self._backbone_files.values():
+                continue
+            try:
+                digest = _sha256_file(path)
+            except OSError:
+                continue
+            self._backbone_files[digest] = path
+        local = self._backbone_files.get(pin.sha256)
+        fetched = local or (self.trust.backbone(pin.name, pin.version, pin.sha256) if self.trust is not None else None)
+        if fetched is None:
+            raise TaskDeclined(
+                Code.BACKBONE_PIN,
+                f"no local backbone is {pin} with sha256 {pin.sha256[:16]}…, and no artifact repository is set up "
+                "to fetch it; add it to device.backbones or configure [artifacts]",
+            )
+        self._backbone_files[pin.sha256] = fetched
+        return fetched
+
+    def _backend_options(self, pin: BackbonePin, task: TrainTask | EvaluateTask, rows: int) -> runtimes.BackendOptions:
+        import runtimes
+
+        if self.activation_cache_dir is None:
+            return runtimes.BackendOptions()
+        module = task.pins.feature_module
+        namespace = "/".join(
+            (pin.sha256, module.sha256 if module else "-", str(task.features.scaler_version or 0), str(rows))
+        )
+        store = runtimes.ActivationStore(
+            self.activation_cache_dir / "activations", max_bytes=self.activation_cache_bytes
+        )
+        return runtimes.BackendOptions(activation_store=store, cache_namespace=namespace)
 
     def _global_model(self, task: TrainTask | EvaluateTask) -> dict[str, np.ndarray]:
         if self.trust is not None:  # a TUF checkpoint pin and/or the server's signature, checked before loading
@@ -322,7 +459,8 @@ class TaskExecutor:
     ) -> TrainReply:
         pipeline = update_pipeline(task.update, ledger=self.ledger, residuals=self.residuals, rng=self.update_rng)
         if pipeline is None:
-            return TrainReply(metrics=metrics, arrays=new, device=device)
+            size = sum(int(v.nbytes) for v in new.values())
+            return TrainReply(metrics=replace(metrics, update_bytes=size), arrays=new, device=device)
         round_id = context.message_id or f"{task.round.server_round}/{task.round.model_version}"
         try:
             encoded = pipeline.run(round_id=round_id, new=new, old=old, names=list(old)).to_bytes()
@@ -390,10 +528,12 @@ class TaskExecutor:
             f"no local module is {text} with sha256 {sha[:16]}…; this device has {', '.join(seen) or 'none'}",
         )
 
-    def _extract(self, pin: FeaturePin | None) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
+    def _extract(
+        self, pin: FeaturePin | None, local: LocalData | None = None
+    ) -> tuple[LocalData, list[np.ndarray], np.ndarray]:
         """Local records, the module's numeric output columns (rows x width, float64, raw) and the valid rows."""
         module = self._module(pin)
-        local = self.data.load()
+        local = local if local is not None else self.data.load()
         try:
             out = module.extract({c.name: local.columns[c.name] for c in module.manifest.inputs})
         except KeyError as exc:
@@ -438,8 +578,10 @@ class TaskExecutor:
         self._scaler_version = version
         return np.asarray(scaler.mean, dtype=np.float64), np.asarray(scaler.std, dtype=np.float64)
 
-    def _features(self, pin: FeaturePin | None, features: FeatureSpec) -> tuple[np.ndarray, np.ndarray, str | None]:
-        local, raw, ok = self._extract(pin)
+    def _features(
+        self, pin: FeaturePin | None, features: FeatureSpec, *, local: LocalData | None = None
+    ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        local, raw, ok = self._extract(pin, local)
         assert pin is not None  # _extract declines a task without one
         width = sum(c.shape[1] for c in raw)
         scaler = self._scaler(features, pin.sha256, width)
@@ -459,6 +601,24 @@ class TaskExecutor:
         if len(y) == 0:
             raise TaskDeclined(Code.NO_DATA, "no valid local examples after feature extraction")
         return x, y, local.device_class
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_UPDATE_KEYS = frozenset(
+    (Key.UPDATE_CODEC, Key.CLIP_NORM, Key.TOPK_FRACTION, Key.DP_MODE, Key.DP_NOISE_MULTIPLIER, Key.SECAGG_BITS)
+)
+
+
+def _evaluate_values(config: Mapping[str, object]) -> dict[str, ConfigValue]:
+    """A stored train task's config as an evaluate task's (the update keys belong to training only)."""
+    return {k: v for k, v in config.items() if k not in _UPDATE_KEYS}  # type: ignore[misc]
 
 
 def _train_config(task: TrainTask) -> runtimes.TrainConfig:

@@ -12,6 +12,7 @@ Example::
         result = backend.fit(TrainingData(x=x, y=y), TrainConfig(epochs=3, learning_rate=0.1))
 """
 
+from ._backbone import ActivationStore
 from ._dense import init_lora, init_parameters, merge_lora, unmerge_lora
 from ._exceptions import (
     BackendClosedError,
@@ -41,7 +42,8 @@ from ._spec import (
 )
 from ._training import estimate_training_bytes
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), as tests/runtimes/test_public_api.py checks
+    "ActivationStore",
     "BACKEND_NAMES",
     "BackboneModel",
     "BackendClosedError",

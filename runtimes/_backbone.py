@@ -28,16 +28,84 @@ def data_fingerprint(x: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+class ActivationStore:
+    """Backbone activations kept on disk across backend instances (a device's rounds), at most ``max_bytes``.
+
+    Each entry is one ``.npy`` file named by the digest of its key; the least recently used entries are deleted
+    when a new one would exceed the cap. What the key covers (the backbone's sha256, the feature module's, the
+    scaler version and the examples) is the caller's: a changed key simply misses, and the old entry ages out.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.npy"
+
+    def load(self, key: str) -> npt.NDArray[np.float32] | None:
+        """The activations stored under ``key`` (memory-mapped, read-only), or ``None``."""
+        path = self._path(key)
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):  # absent, or a torn file from a crash: recompute
+            return None
+        if array.dtype != np.float32 or array.ndim != 2:
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used
+        return array  # type: ignore[no-any-return]
+
+    def save(self, key: str, array: npt.NDArray[np.float32]) -> bool:
+        """Store ``array`` under ``key`` (atomically); False when it alone exceeds the cap."""
+        size = int(array.nbytes) + 128
+        if size > self.max_bytes:
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._evict(self.max_bytes - size)
+        fd, tmp = tempfile.mkstemp(prefix=".activations-", suffix=".npy", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, self._path(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+    def total_bytes(self) -> int:
+        """Bytes the stored entries take."""
+        return sum(p.stat().st_size for p in self.root.glob("*.npy")) if self.root.is_dir() else 0
+
+    def _evict(self, keep_bytes: int) -> None:
+        entries = sorted(self.root.glob("*.npy"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in entries)
+        for path in entries:
+            if total <= keep_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+
+
 class ActivationCache:
     """Backbone activations for one dataset, computed once and kept in RAM up to ``ram_bytes``.
 
     Larger activation sets spill to a memory-mapped file in ``spill_dir`` (a fresh temporary directory when
-    ``None``), so the RAM budget holds while epochs still read each activation once from the page cache.
+    ``None``), so the RAM budget holds while epochs still read each activation once from the page cache. With a
+    ``store``, activations are also kept on disk under ``namespace`` + the data's fingerprint, so a later backend
+    (the next round) finds them without running the backbone; ``from_store`` says whether the last ``get`` did.
     """
 
-    def __init__(self, *, ram_bytes: int, spill_dir: Path | None) -> None:
+    def __init__(
+        self, *, ram_bytes: int, spill_dir: Path | None, store: ActivationStore | None = None, namespace: str = ""
+    ) -> None:
         self._ram_bytes = ram_bytes
         self._spill_dir = spill_dir
+        self._store = store
+        self._namespace = namespace
+        self.from_store = False
         self._key: str | None = None
         self._array: npt.NDArray[np.float32] | None = None
         self._spill_path: Path | None = None
@@ -62,6 +130,12 @@ class ActivationCache:
         if key == self._key and self._array is not None:
             return self._array
         self.clear()
+        stored_key = f"{self._namespace}/{key}"
+        if self._store is not None:
+            stored = self._store.load(stored_key)
+            if stored is not None and stored.shape[0] == x.shape[0]:
+                self._key, self._array, self.from_store = key, stored, True
+                return stored
         n = x.shape[0]
         try:
             if checkpoint is not None:
@@ -79,6 +153,8 @@ class ActivationCache:
             self.clear()  # a half-filled cache must not be found by the next fit
             raise
         self._key, self._array = key, out
+        if self._store is not None:
+            self._store.save(stored_key, out)
         return out
 
     def _spill(self, n: int, width: int) -> npt.NDArray[np.float32]:
@@ -102,6 +178,7 @@ class ActivationCache:
         self._key = None
         self._array = None
         self.spilled = False
+        self.from_store = False
         if self._spill_path is not None:
             self._spill_path.unlink(missing_ok=True)
             self._spill_path = None
@@ -167,7 +244,11 @@ def fit_on_backbone(
         budget=remaining,
         clock=clock,
         estimate=estimate,
-        metadata={"feature_seconds": feature_s, "cache_spilled": bool(cache is not None and cache.spilled)},
+        metadata={
+            "feature_seconds": feature_s,
+            "cache_spilled": bool(cache is not None and cache.spilled),
+            "activations_reused": bool(cache is not None and cache.from_store),
+        },
         checkpoint=checkpoint,
     )
     return FitResult(

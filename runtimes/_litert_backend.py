@@ -99,7 +99,12 @@ class LiteRTBackend(BackendBase):
         super().__init__()
         self._interpreter_class = load_interpreter_class(import_module)
         self._options = options or BackendOptions()
-        self._cache = ActivationCache(ram_bytes=self._options.cache_ram_bytes, spill_dir=self._options.spill_dir)
+        self._cache = ActivationCache(
+            ram_bytes=self._options.cache_ram_bytes,
+            spill_dir=self._options.spill_dir,
+            store=self._options.activation_store,
+            namespace=self._options.cache_namespace,
+        )
         self._interpreter: Any = None
         self._runners: dict[str, Any] = {}
         self._feature_output = ""
@@ -142,7 +147,7 @@ class LiteRTBackend(BackendBase):
             )
 
     def _load_backbone(self, model: BackboneModel, parameters: Mapping[str, np.ndarray] | None) -> None:
-        if model.head is None:
+        if model.head is None or model.extract_final_linear:
             raise UnsupportedFeatureError("the litert backend cannot lift layers out of a .tflite graph")
         interpreter = self._open(model.path)
         signatures = interpreter.get_signature_list()

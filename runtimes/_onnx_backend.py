@@ -87,7 +87,12 @@ class OnnxBackend(BackendBase):
         super().__init__()
         self._ort = _import_onnxruntime()
         self._options = options or BackendOptions()
-        self._cache = ActivationCache(ram_bytes=self._options.cache_ram_bytes, spill_dir=self._options.spill_dir)
+        self._cache = ActivationCache(
+            ram_bytes=self._options.cache_ram_bytes,
+            spill_dir=self._options.spill_dir,
+            store=self._options.activation_store,
+            namespace=self._options.cache_namespace,
+        )
         self._session: Any = None
         self._input_name = ""
         self._output_name = ""
@@ -124,7 +129,7 @@ class OnnxBackend(BackendBase):
             raise ModelLoadError(f"cannot read the ONNX model {model.path}: {exc}") from exc
         self._cache.clear()
         self._proto, self._sites = None, []
-        if model.head is not None:
+        if model.extract_final_linear == 0 and model.head is not None:
             session = self._make_session(data, str(model.path))
             self._bind_session(session, model.output_name, str(model.path))
             self._check_width(session, model.head.in_features)
@@ -180,6 +185,13 @@ class OnnxBackend(BackendBase):
             base[f"dense{i}_weight"], base[f"dense{i}_bias"] = w, b
             sites.append(site)
         assert model.lora is not None
+        if model.head is not None:
+            if model.head.in_features != layers[-1].out_features:
+                raise ModelLoadError(
+                    f"the lifted layers give {layers[-1].out_features} features but the head takes "
+                    f"{model.head.in_features}"
+                )
+            layers += model.head.layers
         spec = DenseStack(layers=tuple(layers), loss=model.loss, lora=model.lora)
         adapters = dict(parameters or {})
         clash = sorted(set(adapters) & set(base))

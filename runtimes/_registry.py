@@ -6,12 +6,16 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._exceptions import ModelLoadError, UnknownBackendError, UnsupportedFeatureError
 from ._protocol import TrainingBackend
 from ._spec import BackboneModel, DenseStack, ModelSource, TrainSignatureModel
+
+if TYPE_CHECKING:
+    from ._backbone import ActivationStore
 
 BACKEND_NAMES: tuple[str, ...] = ("litert", "numpy", "onnx")
 
@@ -26,12 +30,16 @@ class BackendOptions:
     ``cache_ram_bytes`` caps the in-memory activation cache; beyond it activations spill to a file under
     ``spill_dir`` (a temporary directory when ``None``). ``cache_activations=False`` recomputes the backbone
     every epoch (only useful for measuring what the cache saves). ``threads`` caps the inference threads.
+    ``activation_store`` keeps activations on disk across backends under ``cache_namespace`` (which must name
+    everything the activations depend on besides the examples, e.g. the backbone's and feature module's sha256).
     """
 
     cache_ram_bytes: int = 64 * 1024 * 1024
     spill_dir: Path | None = None
     cache_activations: bool = True
     threads: int = 1
+    activation_store: ActivationStore | None = None
+    cache_namespace: str = ""
 
     def __post_init__(self) -> None:
         if self.cache_ram_bytes < 0:
@@ -89,7 +97,7 @@ def backend_for_model(model: ModelSource) -> str:
         if suffix == ".onnx":
             return "onnx"
         if suffix == ".tflite":
-            if model.head is None:
+            if model.head is None or model.extract_final_linear:
                 raise UnsupportedFeatureError(
                     f"{model.path} is a .tflite backbone, and only ONNX graphs can have layers lifted out "
                     "(extract_final_linear); give it a head or use an ONNX backbone"

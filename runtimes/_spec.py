@@ -52,12 +52,15 @@ class LoRAConfig:
     On a targeted layer the base weight and bias are frozen and only ``A`` (in, rank) and ``B`` (rank, out) are
     trained. ``targets`` are layer indices; ``None`` means every layer. ``init_seed`` seeds ``A`` when the caller
     does not provide adapter parameters (``B`` starts at zero, so an untrained adapter changes nothing).
+    ``train_a=False`` freezes ``A`` too (FFA-LoRA): only ``B`` is trained, so a federated average of the ``B``
+    factors is exactly the average of the products ``A @ B``.
     """
 
     rank: int
     alpha: float
     targets: tuple[int, ...] | None = None
     init_seed: int = 0
+    train_a: bool = True
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -143,7 +146,11 @@ class DenseStack:
         targets = self.lora_targets()
         for i, layer in enumerate(self.layers):
             if i in targets:
-                names += [f"dense{i}_lora_a", f"dense{i}_lora_b"]
+                names += (
+                    [f"dense{i}_lora_a", f"dense{i}_lora_b"]
+                    if self.lora and self.lora.train_a
+                    else [f"dense{i}_lora_b"]
+                )
             elif layer.trainable:
                 names += [f"dense{i}_weight", f"dense{i}_bias"]
         return tuple(names)
@@ -156,6 +163,8 @@ class BackboneModel:
     Either ``head`` is a :class:`DenseStack` trained on the backbone's output ``output_name`` (default: the first
     output), or ``extract_final_linear`` lifts that many final linear layers (Gemm, or MatMul + Add, with ReLU
     between) out of an ONNX graph and trains ``lora`` adapters on them; the rest of the graph is the backbone.
+    Both together: the lifted layers carry the adapters and ``head``'s layers follow them, trained in full
+    (numbered after the lifted ones).
     """
 
     path: Path
@@ -166,8 +175,8 @@ class BackboneModel:
     output_name: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.head is None) == (self.extract_final_linear == 0):
-            raise ValueError("give either a head or extract_final_linear > 0, not both and not neither")
+        if self.head is None and self.extract_final_linear == 0:
+            raise ValueError("give a head, extract_final_linear > 0, or both")
         if self.extract_final_linear < 0:
             raise ValueError(f"extract_final_linear must be >= 0, got {self.extract_final_linear}")
         if self.extract_final_linear and self.lora is None:

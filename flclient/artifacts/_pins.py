@@ -8,11 +8,11 @@ from typing import Literal
 
 __all__ = ["ArtifactKind", "ArtifactPin"]
 
-ArtifactKind = Literal["module", "checkpoint"]
+ArtifactKind = Literal["module", "checkpoint", "backbone"]
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_PREFIX = {"module": "modules", "checkpoint": "checkpoints"}
+_PREFIX = {"module": "modules", "checkpoint": "checkpoints", "backbone": "backbones"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +32,7 @@ class ArtifactPin:
 
     def __post_init__(self) -> None:
         if self.kind not in _PREFIX:
-            raise ValueError(f"artifact kind must be 'module' or 'checkpoint', got {self.kind!r}")
+            raise ValueError(f"artifact kind must be 'module', 'checkpoint' or 'backbone', got {self.kind!r}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ValueError(f"artifact name must match {_NAME.pattern}, got {self.name!r}")
         if not isinstance(self.version, str) or not _VERSION.fullmatch(self.version):
@@ -42,7 +42,7 @@ class ArtifactPin:
 
     @property
     def target_path(self) -> str:
-        """The TUF target path: ``modules/<name>/<version>`` or ``checkpoints/<name>/<version>``."""
+        """The TUF target path: ``modules/``, ``checkpoints/`` or ``backbones/<name>/<version>``."""
         return f"{_PREFIX[self.kind]}/{self.name}/{self.version}"
 
     def __str__(self) -> str:
@@ -63,5 +63,5 @@ class ArtifactPin:
         kinds = {v: k for k, v in _PREFIX.items()}
         if len(parts) != 3 or parts[0] not in kinds:
             raise ValueError(f"not an artifact target path (modules/<name>/<version>): {target_path!r}")
-        kind: ArtifactKind = "module" if parts[0] == "modules" else "checkpoint"
+        kind: ArtifactKind = kinds[parts[0]]  # type: ignore[assignment]
         return cls(kind=kind, name=parts[1], version=parts[2], sha256=sha256)

@@ -10,10 +10,11 @@ Layout (consistent snapshots, so a reader mid-update never mixes two states)::
     DIR/metadata/<role>.json                   a copy of each role's newest version, for this publisher
     DIR/targets/modules/<name>/<sha256>.<version>, DIR/targets/checkpoints/<name>/<sha256>.<model version>
 
-The top-level ``targets`` role delegates ``modules/*/*`` and ``checkpoints/*/*`` to the two roles above as
-terminating delegations: a feature author's key can publish modules and nothing else, and the model-signing key
-checkpoints and nothing else. Every edit is written target first, then metadata bottom-up, ``timestamp.json``
-last, each file atomically: the repository is valid at every instant.
+The top-level ``targets`` role delegates ``modules/*/*`` (and frozen backbones, ``backbones/*/*``) and
+``checkpoints/*/*`` to the two roles above as terminating delegations: a feature author's key can publish modules
+and backbones and nothing else, and the model-signing key checkpoints and nothing else. Every edit is written
+target first, then metadata bottom-up, ``timestamp.json`` last, each file atomically: the repository is valid at
+every instant.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ __all__ = [
 
 TOP_LEVEL_ROLES = ("root", "targets", "snapshot", "timestamp")
 DELEGATED_ROLES = ("modules", "checkpoints")
-_ROLE_PATHS = {"modules": "modules/*/*", "checkpoints": "checkpoints/*/*"}
-_KIND_ROLE = {"module": "modules", "checkpoint": "checkpoints"}
+# Frozen backbones are offline releases like feature modules: the same role signs both.
+_ROLE_PATHS = {"modules": ("modules/*/*", "backbones/*/*"), "checkpoints": ("checkpoints/*/*",)}
+_KIND_ROLE = {"module": "modules", "checkpoint": "checkpoints", "backbone": "modules"}
 
 
 def _utcnow() -> datetime:
@@ -212,7 +214,7 @@ class ArtifactRepository(Repository):
                     keyids=sorted({k.keyid for k in keys[role]}),
                     threshold=policy.threshold(role),
                     terminating=True,
-                    paths=[_ROLE_PATHS[role]],
+                    paths=list(_ROLE_PATHS[role]),
                 )
                 for role in DELEGATED_ROLES
             },
@@ -349,7 +351,8 @@ class ArtifactRepository(Repository):
 
     # -- operations ------------------------------------------------------------------------------------------------
     def add_target(self, pin_kind: str, target_path: str, data: bytes, custom: Mapping[str, Any]) -> TargetFile:
-        """Publish ``data`` as ``target_path`` in the role of ``pin_kind`` (``"module"`` or ``"checkpoint"``).
+        """Publish ``data`` as ``target_path`` in the role of ``pin_kind`` (``"module"``, ``"backbone"`` or
+        ``"checkpoint"``).
 
         Published versions are immutable: the same path with other bytes is refused, the same bytes again is a
         no-op that returns the existing target.

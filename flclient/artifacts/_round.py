@@ -240,6 +240,21 @@ class RoundTrust:
         except (ArtifactError, TlsError) as exc:
             raise TaskDeclined(refusal_reason(exc), f"feature module {pin}: {exc}") from exc
 
+    # -- frozen backbones ----------------------------------------------------------------------------------------
+    def backbone(self, name: str, version: str, sha256: str) -> Path | None:
+        """The pinned backbone's verified file through TUF (cached under the cache's size cap, fetched once), or
+        ``None`` without artifacts; declines on refusal."""
+        if self.artifacts is None:
+            return None
+        try:
+            pin = ArtifactPin(kind="backbone", name=name, version=version, sha256=sha256)
+        except ValueError as exc:
+            raise TaskDeclined("backbone-pin", str(exc)) from exc
+        try:
+            return self.artifacts.fetch(pin).path
+        except (ArtifactError, TlsError) as exc:
+            raise TaskDeclined(refusal_reason(exc), f"backbone {pin}: {exc}") from exc
+
     # -- the global model ----------------------------------------------------------------------------------------
     def global_model(
         self,

@@ -17,9 +17,19 @@ Example::
 """
 
 from ..gate._compat import TaskRequirements
-from ._model import ACTIVATIONS, LOSSES, DenseLayerSpec, DenseModelSpec, ModelSpec, model_spec_from_json
+from ._model import (
+    ACTIVATIONS,
+    BACKBONE_FORMATS,
+    LOSSES,
+    BackboneHeadSpec,
+    BackboneLoRASpec,
+    DenseLayerSpec,
+    DenseModelSpec,
+    ModelSpec,
+    model_spec_from_json,
+)
 from ._names import AGGREGATIONS, SERVER_OPTIMIZERS, Code, Key, Kind, Metric, Record
-from ._pins import ArtifactPins, FeaturePin, ModelPin
+from ._pins import ArtifactPins, BackbonePin, FeaturePin, ModelPin
 from ._plan import TaskPlan, plan_from_config
 from ._replies import (
     DeviceInfo,
@@ -53,12 +63,16 @@ from ._values import ValueReader, loads_json
 __all__ = [
     "ACTIVATIONS",
     "AGGREGATIONS",
+    "BACKBONE_FORMATS",
     "DP_MODES",
     "LOSSES",
     "QUERIES",
     "SERVER_OPTIMIZERS",
     "UPDATE_CODECS",
     "ArtifactPins",
+    "BackboneHeadSpec",
+    "BackboneLoRASpec",
+    "BackbonePin",
     "Code",
     "DenseLayerSpec",
     "DenseModelSpec",

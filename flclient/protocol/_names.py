@@ -68,6 +68,8 @@ class Key:
     FEATURE_MODULE_SHA256: Final = "feature-module-sha256"
     MODEL_PIN: Final = "model-pin"
     MODEL_SHA256: Final = "model-sha256"
+    BACKBONE: Final = "backbone"
+    BACKBONE_SHA256: Final = "backbone-sha256"
     MODEL_SIGNATURE: Final = "model-signature"
     # Features
     FEATURE_SCALE: Final = "feature-scale"
@@ -103,6 +105,7 @@ class Metric:
     UPDATE_BYTES: Final = "update-bytes"
     BYTES_DOWN: Final = "bytes-down"
     DEVICE_S: Final = "device-s"
+    ACTIVATIONS_REUSED: Final = "activations-reused"
 
 
 class Kind:
@@ -129,6 +132,7 @@ class Code:
     NO_FEATURE_PIN: Final = "no-feature-pin"
     FEATURE_MODULE_PIN: Final = "feature-module-pin"
     FEATURE_MODULE_INVALID: Final = "feature-module-invalid"
+    BACKBONE_PIN: Final = "backbone-pin"
     STALE_SCALER: Final = "stale-scaler"
     PRIVACY_BUDGET: Final = "privacy-budget"
     UNSUPPORTED_MESSAGE_TYPE: Final = "unsupported-message-type"

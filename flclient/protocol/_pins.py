@@ -12,7 +12,7 @@ from ..gate._compat import FeaturePin
 from ._names import Key
 from ._values import ValueReader
 
-__all__ = ["ArtifactPins", "FeaturePin", "ModelPin"]
+__all__ = ["ArtifactPins", "BackbonePin", "FeaturePin", "ModelPin"]
 
 T = TypeVar("T")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -38,14 +38,19 @@ class ModelPin:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArtifactPins:
-    """What a task pins: its feature module and, when the model travels through TUF, the model checkpoint.
+class BackbonePin(ModelPin):
+    """A frozen backbone file (ONNX or TFLite) as ``name@version`` with its sha256: found among the device's local
+    backbones by sha256, or fetched once through TUF by exactly this pin. It never travels in a task's arrays."""
 
-    (Frozen backbones join here as a third pin.)
-    """
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactPins:
+    """What a task pins: its feature module, when the model travels through TUF the model checkpoint, and the
+    frozen backbone of a backbone model."""
 
     feature_module: FeaturePin | None = None
     model: ModelPin | None = None
+    backbone: BackbonePin | None = None
 
     def __post_init__(self) -> None:
         # What read() can split back: "name@version" at the first '@', at most 300 characters.
@@ -62,6 +67,9 @@ class ArtifactPins:
         if self.model is not None:
             out[Key.MODEL_PIN] = str(self.model)
             out[Key.MODEL_SHA256] = self.model.sha256
+        if self.backbone is not None:
+            out[Key.BACKBONE] = str(self.backbone)
+            out[Key.BACKBONE_SHA256] = self.backbone.sha256
         return out
 
     @classmethod
@@ -70,6 +78,7 @@ class ArtifactPins:
         return cls(
             feature_module=_pair(reader, Key.FEATURE_MODULE, Key.FEATURE_MODULE_SHA256, _feature),
             model=_pair(reader, Key.MODEL_PIN, Key.MODEL_SHA256, _model),
+            backbone=_pair(reader, Key.BACKBONE, Key.BACKBONE_SHA256, _backbone),
         )
 
 
@@ -79,6 +88,10 @@ def _feature(name: str, version: str, sha: str) -> FeaturePin:
 
 def _model(name: str, version: str, sha: str) -> ModelPin:
     return ModelPin(name=name, version=version, sha256=sha)
+
+
+def _backbone(name: str, version: str, sha: str) -> BackbonePin:
+    return BackbonePin(name=name, version=version, sha256=sha)
 
 
 def _pair(reader: ValueReader, pin_key: str, sha_key: str, make: Callable[[str, str, str], T]) -> T | None:

@@ -8,6 +8,7 @@ training settings, features, pins, update specification and requirements; each r
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -17,9 +18,9 @@ import numpy as np
 
 from .._errors import ProtocolError, RunConfigError
 from ..gate._compat import FeaturePin, TaskRequirements
-from ._model import ModelSpec, model_spec_from_json
+from ._model import BackboneHeadSpec, BackboneLoRASpec, ModelSpec, model_spec_from_json
 from ._names import Key
-from ._pins import ArtifactPins
+from ._pins import ArtifactPins, BackbonePin
 from ._tasks import EvaluateTask, FeatureSpec, QueryTask, RoundInfo, Scaler, TrainingSettings, TrainTask
 from ._update import UpdateSpec
 
@@ -43,6 +44,8 @@ class TaskPlan:
 
     def __post_init__(self) -> None:
         self.model.personal_parameter_names(self.personal_layers)  # leaves a shared layer, or raises
+        if isinstance(self.model, (BackboneHeadSpec, BackboneLoRASpec)) and self.pins.backbone is None:
+            raise ProtocolError(Key.BACKBONE, f"a {self.model.kind} model needs a backbone pin (backbone-sha256)")
 
     @property
     def personal(self) -> frozenset[str]:
@@ -83,6 +86,9 @@ def plan_from_config(run: RunConfig) -> TaskPlan:
     refuses (:class:`RunConfig` calls this when it is built, so a run never starts with such a value)."""
     with _refused(run, Key.MODEL_SPEC):
         model = model_spec_from_json(run.model_spec)
+    if isinstance(model, BackboneLoRASpec):
+        model = replace(model, lora_a="frozen" if run.lora_aggregation == "exact" else "trained")
+    backbone = _backbone_pin(run)
     with _refused(run, Key.LR):
         settings = TrainingSettings(
             epochs=run.epochs,
@@ -122,11 +128,34 @@ def plan_from_config(run: RunConfig) -> TaskPlan:
             model=model,
             settings=settings,
             features=FeatureSpec(scale=run.feature_scale or None),
-            pins=ArtifactPins(feature_module=pin),
+            pins=ArtifactPins(feature_module=pin, backbone=backbone),
             update=update,
             personal_layers=run.personal_layers,
             requirements=requirements,
         )
+
+
+def _backbone_pin(run: RunConfig) -> BackbonePin | None:
+    """The backbone pin: ``backbone`` (or the file's name) with ``backbone-sha256`` (or the file's sha256)."""
+    if not (run.backbone or run.backbone_path):
+        return None
+    sha = run.backbone_sha256
+    if run.backbone_path is not None:
+        try:
+            digest = hashlib.sha256(run.backbone_path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise RunConfigError("backbone-path", f"cannot read the backbone {run.backbone_path}: {exc}") from None
+        if sha and sha != digest:
+            raise RunConfigError(
+                "backbone-sha256", f"{run.backbone_path} has sha256 {digest}, not the {sha} backbone-sha256 names"
+            )
+        sha = digest
+    spec = run.backbone or f"{run.backbone_path.stem if run.backbone_path else ''}@local"
+    name, at, version = spec.partition("@")
+    with _refused(run, Key.BACKBONE):
+        if not at:
+            raise ProtocolError(Key.BACKBONE, f"backbone must be name@version, got {spec!r}")
+        return BackbonePin(name=name, version=version, sha256=sha)
 
 
 @contextmanager

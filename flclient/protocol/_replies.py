@@ -44,8 +44,9 @@ _METRIC_FIELDS = {
     "update_bytes": Metric.UPDATE_BYTES,
     "bytes_down": Metric.BYTES_DOWN,
     "device_s": Metric.DEVICE_S,
+    "activations_reused": Metric.ACTIVATIONS_REUSED,
 }
-_INT_METRICS = {"num_examples", "eval_examples", "model_version", "update_bytes", "bytes_down"}
+_INT_METRICS = {"num_examples", "eval_examples", "model_version", "update_bytes", "bytes_down", "activations_reused"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +65,7 @@ class ReplyMetrics:
     update_bytes: int | None = None
     bytes_down: int | None = None
     device_s: float | None = None
+    activations_reused: int | None = None  # a backbone model's round: 1 when the backbone's cached outputs were used
 
     def __post_init__(self) -> None:
         for name in _METRIC_FIELDS:

@@ -238,6 +238,7 @@ class _Section:
 _ROUNDS = _Section("Rounds and participants")
 _TASK = _Section("Training task (sent to the devices)")
 _FEATURES = _Section("Feature module")
+_BACKBONE = _Section("Frozen backbone (model kinds backbone-head and backbone-lora)")
 _AGGREGATION = _Section("Aggregation")
 _OPTIMIZER = _Section("Server optimiser")
 _PRIVACY = _Section("Update pipeline and differential privacy")
@@ -401,6 +402,44 @@ class RunConfig:
             _BOOL,
             "A feature-stats query round first; train and evaluate tasks then carry the global `scaler` and its "
             "`scaler-version`, stored as `<history-dir>/scalers/scaler-<version>.json`. Needs `feature-module`.",
+        ),
+    )
+    backbone: str = field(
+        default="",
+        metadata=_BACKBONE(
+            "backbone",
+            _Converter("text (`name@version`)", _text),
+            "The pinned frozen backbone (ONNX or TFLite file) of a backbone model: devices find it among their local "
+            "`backbones` by sha256, or fetch it once through TUF by this pin. Empty: the name of `backbone-path` "
+            "(`<file stem>@local`).",
+        ),
+    )
+    backbone_sha256: str = field(
+        default="",
+        metadata=_BACKBONE(
+            "backbone-sha256",
+            _Converter("64 hex digits", _sha256),
+            "The sha256 the backbone must have; empty: that of `backbone-path`.",
+        ),
+    )
+    backbone_path: Path | None = field(
+        default=None,
+        metadata=_BACKBONE(
+            "backbone-path",
+            _PATH,
+            "The backbone file on the server: its sha256 is the pin (it must match `backbone-sha256` when both are "
+            "set). The file never travels in a task.",
+            shown="unset",
+        ),
+    )
+    lora_aggregation: str = field(
+        default="exact",
+        metadata=_BACKBONE(
+            "lora-aggregation",
+            _choice(("exact", "fedavg-ab")),
+            "exact (FFA-LoRA: A is frozen, drawn from the model spec's seed on every device, and only B and the head "
+            "are trained and sent, so the average of the updates is the update of the products B·A) or fedavg-ab "
+            "(A and B are both trained and averaged separately, for comparison). Overrides the spec's `lora-a`.",
         ),
     )
     aggregation: str = field(
@@ -704,6 +743,10 @@ class RunConfig:
             raise RunConfigError("federated-scaler", "federated-scaler needs a pinned feature-module")
         if self.feature_module_sha256 and not self.feature_module:
             raise RunConfigError("feature-module-sha256", "is set but feature-module is not")
+        if self.backbone_sha256 and not (self.backbone or self.backbone_path):
+            raise RunConfigError("backbone-sha256", "is set but neither backbone nor backbone-path is")
+        if self.backbone and not (self.backbone_sha256 or self.backbone_path):
+            raise RunConfigError("backbone", "needs backbone-sha256 (or backbone-path, whose sha256 is the pin)")
         if self.model_via_tuf and self.artifacts_repo is None:
             raise RunConfigError("model-via-tuf", "model-via-tuf needs artifacts-repo (and artifacts-keys)")
         if self.artifacts_repo is not None and not self.artifacts_keys:

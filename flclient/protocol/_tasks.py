@@ -229,6 +229,8 @@ class FeatureSpec:
         # What read() accepts, so that a server learns of an unsendable spec when it builds it.
         if self.scale is not None and (not self.scale or not all(math.isfinite(v) for v in self.scale)):
             raise ValueError(f"feature-scale must be one or more finite numbers, got {self.scale}")
+        if self.scale is not None:  # the wire carries floats: an int above 2^53 must come back as it was sent
+            object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
         if self.scaler_version is not None and not 0 <= self.scaler_version < 2**63:
             raise ValueError(f"scaler-version must be in [0, 2^63), got {self.scaler_version}")
 

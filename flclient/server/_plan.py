@@ -17,15 +17,9 @@ __all__ = ["PlannedRound", "TaskPlan", "init_params", "plan_from_config", "sched
 
 
 def init_params(model: ModelSpec, seed: int) -> dict[str, np.ndarray]:
-    """The initial model of a dense model spec: Glorot-normal weights from ``seed``, zero biases."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for i, (n_in, n_out) in enumerate((ly.in_features, ly.out_features) for ly in model.layers):
-        out[f"dense{i}_weight"] = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / (n_in + n_out))).astype(
-            np.float32
-        )
-        out[f"dense{i}_bias"] = np.zeros(n_out, dtype=np.float32)
-    return out
+    """The initial global model of a model spec from ``seed``: what travels (a dense model's every layer; a
+    backbone model's head, and its LoRA factors B at zero, A only when it is trained)."""
+    return model.initial_parameters(seed)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,5 +70,7 @@ def replies_record(
         "device_s": weighted([(1, m) for _, m in metrics], Metric.DEVICE_S),
         "train_s": weighted([(1, m) for _, m in metrics], Metric.TRAIN_S),
         "update_bytes": decoded.update_bytes,
+        "reply_update_bytes": sum(int(m.get(Metric.UPDATE_BYTES, 0)) for _, m in metrics),  # what the devices sent
+        "activations_reused": sum(int(m.get(Metric.ACTIVATIONS_REUSED, 0)) for _, m in metrics),  # backbone skipped
         "by_class": by_class(metrics, decoded.classes),
     }

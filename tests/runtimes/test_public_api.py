@@ -4,6 +4,7 @@ import runtimes
 from runtimes import _exceptions
 
 PUBLIC = {
+    "ActivationStore",
     "BACKEND_NAMES",
     "BackboneModel",
     "BackendClosedError",

@@ -149,3 +149,19 @@ def test_without_trust_the_task_path_is_unchanged(tmp_path: Path) -> None:
     with pytest.raises(TaskDeclined) as info:
         executor.run("train", _task("ab" * 32, arrays=False))
     assert info.value.reason == "no-model"
+
+
+def test_a_backbone_is_fetched_once_through_tuf_by_its_exact_pin(world: World) -> None:
+    data = b"frozen backbone bytes" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    world.repo.add_target("backbone", "backbones/tiny/1", data, {"kind": "backbone"})
+    trust = RoundTrust(artifacts=world.device())
+    path = trust.backbone("tiny", "1", sha)
+    assert path is not None and path.read_bytes() == data
+    assert trust.backbone("tiny", "1", sha) == path  # from the cache, no second download
+    with pytest.raises(TaskDeclined):
+        trust.backbone("tiny", "1", "0" * 64)  # the same name with other bytes is never used
+    with pytest.raises(TaskDeclined) as info:
+        trust.backbone("Tiny!", "1", sha)
+    assert info.value.reason == "backbone-pin"
+    assert RoundTrust(artifacts=None).backbone("tiny", "1", sha) is None

@@ -23,6 +23,9 @@ from flclient.protocol import (
     QUERIES,
     UPDATE_CODECS,
     ArtifactPins,
+    BackboneHeadSpec,
+    BackboneLoRASpec,
+    BackbonePin,
     DenseLayerSpec,
     DenseModelSpec,
     DeviceInfo,
@@ -68,6 +71,54 @@ def dense_models(draw: st.DrawFn) -> DenseModelSpec:
     return DenseModelSpec(layers=layers, loss=draw(st.sampled_from(LOSSES)))
 
 
+def _chain(draw: st.DrawFn, widths: list[int]) -> tuple[DenseLayerSpec, ...]:
+    return tuple(
+        DenseLayerSpec(in_features=a, out_features=b, activation=draw(st.sampled_from(ACTIVATIONS)))
+        for a, b in itertools.pairwise(widths)
+    )
+
+
+@st.composite
+def backbone_head_models(draw: st.DrawFn) -> BackboneHeadSpec:
+    return BackboneHeadSpec(
+        backbone_format=draw(st.sampled_from(("onnx", "litert"))),
+        head=_chain(draw, draw(st.lists(st.integers(1, 1 << 24), min_size=2, max_size=5))),
+        output_name=draw(st.none() | st.from_regex(r"\A[A-Za-z0-9_.:/-]{1,20}\Z")),
+        loss=draw(st.sampled_from(LOSSES)),
+    )
+
+
+@st.composite
+def backbone_lora_models(draw: st.DrawFn, max_width: int = 4096) -> BackboneLoRASpec:
+    widths = draw(st.lists(st.integers(1, max_width), min_size=2, max_size=6))
+    n_adapted = draw(st.integers(1, len(widths) - 1))
+    adapted, head = _chain(draw, widths[: n_adapted + 1]), _chain(draw, widths[n_adapted:])
+    targets = draw(st.none() | st.lists(st.integers(0, n_adapted - 1), min_size=1, unique=True).map(tuple))
+    return BackboneLoRASpec(
+        backbone_format="onnx",
+        adapted=adapted,
+        head=head,
+        rank=draw(st.integers(1, max_width)),
+        alpha=draw(st.floats(min_value=1e-6, max_value=1e6)),
+        targets=targets,
+        seed=draw(st.integers(0, INT63)),
+        lora_a=draw(st.sampled_from(("frozen", "trained"))),
+        loss=draw(st.sampled_from(LOSSES)),
+    )
+
+
+model_specs = dense_models() | backbone_head_models() | backbone_lora_models()
+
+
+def max_personal_layers(model: Any) -> int:
+    """The largest personal-layers a model allows."""
+    if isinstance(model, DenseModelSpec):
+        return len(model.layers) - 1
+    if isinstance(model, BackboneHeadSpec):
+        return len(model.head) - 1
+    return len(model.head)
+
+
 rounds = st.builds(
     RoundInfo,
     server_round=st.integers(0, INT63),
@@ -111,7 +162,13 @@ features = st.builds(
 
 feature_pins = st.builds(FeaturePin, name=names, version=versions, sha256=sha256s)
 model_pins = st.builds(ModelPin, name=names, version=names, sha256=sha256s)
-pins = st.builds(ArtifactPins, feature_module=st.none() | feature_pins, model=st.none() | model_pins)
+backbone_pins = st.builds(BackbonePin, name=names, version=names, sha256=sha256s)
+pins = st.builds(
+    ArtifactPins,
+    feature_module=st.none() | feature_pins,
+    model=st.none() | model_pins,
+    backbone=st.none() | backbone_pins,
+)
 
 requirements = st.builds(
     TaskRequirements,
@@ -148,8 +205,8 @@ array_maps = st.dictionaries(texts, arrays_, max_size=3)
 
 
 @st.composite
-def _model_task_fields(draw: st.DrawFn) -> dict[str, Any]:
-    model = draw(dense_models())
+def _model_task_fields(draw: st.DrawFn, models: st.SearchStrategy[Any] = model_specs) -> dict[str, Any]:
+    model = draw(models)
     return dict(
         model=model,
         round=draw(rounds),
@@ -157,13 +214,16 @@ def _model_task_fields(draw: st.DrawFn) -> dict[str, Any]:
         features=draw(features),
         pins=draw(pins),
         requirements=draw(requirements),
-        personal_layers=draw(st.integers(0, len(model.layers) - 1)),
+        personal_layers=draw(st.integers(0, max_personal_layers(model))),
         model_signature=draw(st.none() | small_bytes),
         arrays=draw(st.none() | array_maps),
     )
 
 
 train_tasks = st.builds(lambda fields, update: TrainTask(update=update, **fields), _model_task_fields(), updates())
+dense_train_tasks = st.builds(
+    lambda fields, update: TrainTask(update=update, **fields), _model_task_fields(dense_models()), updates()
+)
 evaluate_tasks = _model_task_fields().map(lambda fields: EvaluateTask(**fields))
 query_tasks = st.builds(QueryTask, query=st.sampled_from(QUERIES), pins=pins, round=rounds)
 secagg_stages = st.builds(SecAggStage, request=small_bytes, task=st.none() | train_tasks)

@@ -29,6 +29,7 @@ from flclient.protocol import (
 
 from .strategies import (
     assert_same,
+    dense_train_tasks,
     evaluate_tasks,
     query_tasks,
     scalers,
@@ -181,20 +182,28 @@ def test_run_id_must_be_a_decimal_uint64_string(task: TrainTask, run_id: str) ->
     _refused(TrainTask, _with_config(task.to_records(), **{Key.RUN_ID: run_id}), Key.RUN_ID)
 
 
-@given(train_tasks, st.sampled_from([Key.FEATURE_MODULE, Key.MODEL_PIN]), st.sampled_from(["x", "@1", "x@", "a@b@c"]))
+@given(
+    train_tasks,
+    st.sampled_from([Key.FEATURE_MODULE, Key.MODEL_PIN, Key.BACKBONE]),
+    st.sampled_from(["x", "@1", "x@", "a@b@c"]),
+)
 def test_a_pin_must_be_name_at_version(task: TrainTask, key: str, pin: str) -> None:
-    sha = Key.FEATURE_MODULE_SHA256 if key == Key.FEATURE_MODULE else Key.MODEL_SHA256
+    sha = {Key.FEATURE_MODULE: Key.FEATURE_MODULE_SHA256, Key.MODEL_PIN: Key.MODEL_SHA256}.get(key, Key.BACKBONE_SHA256)
     content = _with_config(task.to_records(), **{key: pin, sha: "0" * 64})
     _refused(TrainTask, content, key)
 
 
-@given(train_tasks, st.sampled_from([Key.FEATURE_MODULE_SHA256, Key.MODEL_SHA256]), st.sampled_from(["", "A" * 64]))
+@given(
+    train_tasks,
+    st.sampled_from([Key.FEATURE_MODULE_SHA256, Key.MODEL_SHA256, Key.BACKBONE_SHA256]),
+    st.sampled_from(["", "A" * 64]),
+)
 def test_a_pin_sha256_must_be_lower_case_hex(task: TrainTask, key: str, sha: str) -> None:
-    pin = Key.FEATURE_MODULE if key == Key.FEATURE_MODULE_SHA256 else Key.MODEL_PIN
+    pin = {Key.FEATURE_MODULE_SHA256: Key.FEATURE_MODULE, Key.MODEL_SHA256: Key.MODEL_PIN}.get(key, Key.BACKBONE)
     _refused(TrainTask, _with_config(task.to_records(), **{pin: "m@1.0", key: sha}), pin)
 
 
-@given(train_tasks)
+@given(dense_train_tasks)
 def test_personal_layers_must_leave_a_shared_layer(task: TrainTask) -> None:
     content = _with_config(task.to_records(), **{Key.PERSONAL_LAYERS: len(task.model.layers)})
     _refused(TrainTask, content, Key.PERSONAL_LAYERS)
@@ -242,8 +251,16 @@ def test_a_model_task_needs_its_model_spec_and_config(task: TrainTask | Evaluate
 def test_a_pin_without_its_other_half_is_refused(task: Task, data: st.DataObject) -> None:
     present = sorted(task.pins.to_values())  # type: ignore[union-attr]
     deleted = data.draw(st.sampled_from(present))
-    pin = {Key.FEATURE_MODULE_SHA256: Key.FEATURE_MODULE, Key.MODEL_SHA256: Key.MODEL_PIN}.get(deleted, deleted)
-    sha = {Key.FEATURE_MODULE: Key.FEATURE_MODULE_SHA256, Key.MODEL_PIN: Key.MODEL_SHA256}.get(pin, "")
+    pin = {
+        Key.FEATURE_MODULE_SHA256: Key.FEATURE_MODULE,
+        Key.MODEL_SHA256: Key.MODEL_PIN,
+        Key.BACKBONE_SHA256: Key.BACKBONE,
+    }.get(deleted, deleted)
+    sha = {
+        Key.FEATURE_MODULE: Key.FEATURE_MODULE_SHA256,
+        Key.MODEL_PIN: Key.MODEL_SHA256,
+        Key.BACKBONE: Key.BACKBONE_SHA256,
+    }.get(pin, "")
     err = _refused(type(task), _with_config(task.to_records(), **{deleted: _DELETE}), pin)
     assert sha in str(err)
 
