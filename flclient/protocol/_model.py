@@ -110,16 +110,11 @@ class DenseModelSpec:
 
     def initial_parameters(self, seed: int) -> dict[str, np.ndarray]:
         """The initial model: Glorot-normal weights from ``seed``, zero biases."""
-        rng = np.random.default_rng(seed)
-        out: dict[str, np.ndarray] = {}
-        for i, ly in enumerate(self.layers):
-            out[f"dense{i}_weight"] = _glorot(rng, ly.in_features, ly.out_features)
-            out[f"dense{i}_bias"] = np.zeros(ly.out_features, dtype=np.float32)
-        return out
+        return _dense_init(self.layers, seed)
 
     def to_json(self) -> str:
         """The ``model-spec`` value."""
-        layers = [[ly.in_features, ly.out_features, ly.activation] for ly in self.layers]
+        layers = _layers_json(self.layers)
         return json.dumps({"kind": self.kind, "layers": layers, "loss": self.loss}, sort_keys=True)
 
     def to_runtime(self) -> runtimes.DenseStack:
@@ -150,6 +145,16 @@ def _chain(layers: tuple[DenseLayerSpec, ...], what: str) -> None:
 def _glorot(rng: np.random.Generator, n_in: int, n_out: int) -> np.ndarray:
     weight: np.ndarray = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / (n_in + n_out))).astype(np.float32)
     return weight
+
+
+def _dense_init(layers: tuple[DenseLayerSpec, ...], seed: int) -> dict[str, np.ndarray]:
+    """``dense{i}_weight`` (Glorot-normal from ``seed``) and ``dense{i}_bias`` (zeros) of a stack of layers."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for i, ly in enumerate(layers):
+        out[f"dense{i}_weight"] = _glorot(rng, ly.in_features, ly.out_features)
+        out[f"dense{i}_bias"] = np.zeros(ly.out_features, dtype=np.float32)
+    return out
 
 
 def _head_personal(head_offset: int, n_head: int, personal_layers: int) -> frozenset[str]:
@@ -220,19 +225,14 @@ class BackboneHeadSpec:
 
     def initial_parameters(self, seed: int) -> dict[str, np.ndarray]:
         """Glorot-normal head weights from ``seed``, zero biases."""
-        rng = np.random.default_rng(seed)
-        out: dict[str, np.ndarray] = {}
-        for i, ly in enumerate(self.head):
-            out[f"dense{i}_weight"] = _glorot(rng, ly.in_features, ly.out_features)
-            out[f"dense{i}_bias"] = np.zeros(ly.out_features, dtype=np.float32)
-        return out
+        return _dense_init(self.head, seed)
 
     def to_json(self) -> str:
         """The ``model-spec`` value."""
         body: dict[str, Any] = {
             "kind": self.kind,
             "backbone": self.backbone_format,
-            "head": [[ly.in_features, ly.out_features, ly.activation] for ly in self.head],
+            "head": _layers_json(self.head),
             "loss": self.loss,
         }
         if self.output_name is not None:
@@ -362,8 +362,8 @@ class BackboneLoRASpec:
         body: dict[str, Any] = {
             "kind": self.kind,
             "backbone": self.backbone_format,
-            "adapted": [[ly.in_features, ly.out_features, ly.activation] for ly in self.adapted],
-            "head": [[ly.in_features, ly.out_features, ly.activation] for ly in self.head],
+            "adapted": _layers_json(self.adapted),
+            "head": _layers_json(self.head),
             "rank": self.rank,
             "alpha": self.alpha,
             "seed": self.seed,
@@ -424,6 +424,11 @@ def model_spec_from_json(text: str) -> ModelSpec:
     except ProtocolError as exc:  # the key is the config's; the message names the field inside the JSON
         raise ProtocolError(Key.MODEL_SPEC, exc.detail) from exc
     raise AssertionError(kind)  # pragma: no cover - choice() allows only the kinds above
+
+
+def _layers_json(layers: tuple[DenseLayerSpec, ...]) -> list[list[Any]]:
+    """Layers as ``model-spec`` JSON writes them (:func:`_layers` reads them back)."""
+    return [[ly.in_features, ly.out_features, ly.activation] for ly in layers]
 
 
 def _layers(raw: dict[str, Any], key: str, *, required: bool = True) -> tuple[DenseLayerSpec, ...]:
