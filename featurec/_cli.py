@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from flclient import _signing
 from flclient._atomic import atomic_write_bytes
+from flclient._command import run_command
 from flclient._errors import FLClientError
 
 from . import __version__
@@ -231,21 +231,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        code = int(args.func(args))
-        sys.stdout.flush()  # here, so that a closed pipe is answered below and not at interpreter exit
-        return code
-    except BrokenPipeError:
-        # the reader went away (`featurec ... | head`): no traceback; silence the flush at exit too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
-    except (FeaturecError, FLClientError) as exc:
-        print(f"featurec: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("featurec: interrupted", file=sys.stderr)
-        return 130
+    return run_command("featurec", _parser().parse_args(argv), (FeaturecError, FLClientError))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import _signing
+from ._command import run_command
 from ._daemon import add_node_commands
 from ._data_cli import add_data_commands
 from ._errors import FLClientError
@@ -98,21 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        code = int(args.func(args))
-        sys.stdout.flush()  # here, so that a closed pipe is answered below and not at interpreter exit
-        return code
-    except BrokenPipeError:
-        # the reader went away (`flclient ... | head`): no traceback; silence the flush at exit too
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
-    except (FLClientError, ColumnFileError, _UsageError) as exc:
-        print(f"flclient: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("flclient: interrupted", file=sys.stderr)
-        return 130
+    return run_command("flclient", _parser().parse_args(argv), (FLClientError, ColumnFileError, _UsageError))
 
 
 if __name__ == "__main__":
