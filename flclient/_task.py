@@ -41,7 +41,7 @@ from ._data import DataSource, LocalData, NpzDataSource
 from ._errors import FeatureError, PrivacyBudgetExhausted, ProtocolError, TaskDeclined
 from ._personal import personal_parameter_names
 from .features import ABI_VERSION, FeatureModule, SandboxLimits
-from .fleet._objects import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
+from .fleet._objects import ArrayRecord, ConfigRecord, RecordDict
 from .gate import DeviceCapabilities, ParticipationGate
 from .protocol import (
     BackboneLoRASpec,
@@ -53,7 +53,6 @@ from .protocol import (
     EvaluateTask,
     FeaturePin,
     FeatureSpec,
-    Key,
     QueryReply,
     QueryTask,
     Reply,
@@ -343,9 +342,10 @@ class TaskExecutor:
             return
         from ._atomic import atomic_write_bytes
 
-        config = task.to_records()["config"]
+        # What predict needs: the evaluate form, without the arrays (saved beside) and the model's signature.
+        config = replace(task.evaluation(), arrays=None, model_signature=None).to_records()["config"]
         assert isinstance(config, ConfigRecord)
-        values = {k: v for k, v in config.values.items() if not isinstance(v, bytes)}  # signatures: not needed here
+        values = dict(config.values)
         buf = io.BytesIO()
         np.savez(
             buf, allow_pickle=False, **{f"p/{k}": np.asarray(v) for k, v in params.items()}, config=json.dumps(values)
@@ -366,9 +366,7 @@ class TaskExecutor:
             params = {k[2:]: np.asarray(f[k], dtype=np.float32) for k in f.files if k.startswith("p/")}
             config = json.loads(str(f["config"]))
         try:
-            task = EvaluateTask.from_records(
-                {"config": ConfigRecord(_evaluate_values(config)), "arrays": ArrayRecord(params)}
-            )
+            task = EvaluateTask.from_records({"config": ConfigRecord(config), "arrays": ArrayRecord(params)})
         except ProtocolError as exc:
             raise TaskDeclined(Code.BAD_CONFIG, f"the stored model: {exc.detail}") from exc
         head = self._personal_head()
@@ -609,16 +607,6 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-_UPDATE_KEYS = frozenset(
-    (Key.UPDATE_CODEC, Key.CLIP_NORM, Key.TOPK_FRACTION, Key.DP_MODE, Key.DP_NOISE_MULTIPLIER, Key.SECAGG_BITS)
-)
-
-
-def _evaluate_values(config: Mapping[str, object]) -> dict[str, ConfigValue]:
-    """A stored train task's config as an evaluate task's (the update keys belong to training only)."""
-    return {k: v for k, v in config.items() if k not in _UPDATE_KEYS}  # type: ignore[misc]
 
 
 def _train_config(task: TrainTask) -> runtimes.TrainConfig:

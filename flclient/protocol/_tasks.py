@@ -8,6 +8,7 @@ unknown keys with a :class:`~flclient.ProtocolError` naming the key. :func:`deco
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -324,6 +325,10 @@ class _ModelTask:
     def personal_parameter_names(self) -> frozenset[str]:
         """The parameters of the device's private head (never uploaded)."""
         return self.model.personal_parameter_names(self.personal_layers)
+
+    def evaluation(self) -> EvaluateTask:
+        """The same model, round, pins, features and settings as an evaluate task (an update is training's)."""
+        return EvaluateTask(**{f.name: getattr(self, f.name) for f in dataclasses.fields(_ModelTask)})
 
     def _values(self) -> dict[str, ConfigValue]:
         out: dict[str, ConfigValue] = {Key.MODEL_SPEC: self.model.to_json()}

@@ -481,3 +481,16 @@ def test_every_value_a_constructor_accepts_round_trips(
     task = TrainTask(**fields)
     assert_same(TrainTask.from_records(task.to_records()), task)
     assert_same(TrainTask.from_records(through_wire(task.to_records())), task)
+
+
+@given(train_tasks)
+def test_a_train_task_as_an_evaluation_keeps_all_but_the_update(task: TrainTask) -> None:
+    evaluation = task.evaluation()
+    assert isinstance(evaluation, EvaluateTask) and Key.UPDATE_CODEC not in evaluation.to_records()["config"].values  # type: ignore[union-attr]
+    assert_same(EvaluateTask.from_records(evaluation.to_records()), evaluation)
+    assert (evaluation.model, evaluation.round, evaluation.pins, evaluation.settings) == (
+        task.model,
+        task.round,
+        task.pins,
+        task.settings,
+    )
